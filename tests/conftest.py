@@ -1,0 +1,33 @@
+"""Shared test fixtures: real data and real weights from ../shared, never copied into the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ALIGNFLOW_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data"
+WEIGHTS = SHARED / "weights"
+
+# Product code fetches weights with pooch; tests point the documented override at the shared folder (no internet).
+os.environ.setdefault("ALIGNFLOW_WEIGHTS_DIR", str(WEIGHTS))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not DATA.is_dir():
+        pytest.fail(f"real test data not found at {DATA}; set ALIGNFLOW_SHARED to the shared/ folder")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def kvasir(shared_data: Path) -> Path:
+    return shared_data / "Kvasir-SEG"
+
+
+@pytest.fixture(scope="session")
+def clinicdb(shared_data: Path) -> Path:
+    return shared_data / "CVC-ClinicDB"
