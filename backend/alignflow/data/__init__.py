@@ -1,1 +1,62 @@
+"""Data layer: image/mask I/O, dataset scanning and loading, reference selection and the bundled phantom sample."""
 
+from alignflow.data.dataset import (
+    DatasetError,
+    Pair,
+    SegmentationFolder,
+    load_pairs,
+    mask_to_rgb,
+    one_hot,
+    rgb_to_mask,
+    scan_dataset,
+    split_indices,
+)
+from alignflow.data.io import (
+    IMAGE_SUFFIXES,
+    list_images,
+    mask_values_to_ids,
+    read_image,
+    read_mask,
+    read_size,
+    resize_image,
+    resize_mask,
+    resize_to,
+    to_tensor,
+    to_uint8,
+    write_image,
+    write_mask,
+)
+from alignflow.data.phantom import ScannerShift, apply_scanner_shift, cache_root, make_phantom, phantom_dir
+from alignflow.data.references import load_reference_images, select_references
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "DatasetError",
+    "Pair",
+    "ScannerShift",
+    "SegmentationFolder",
+    "apply_scanner_shift",
+    "cache_root",
+    "list_images",
+    "load_pairs",
+    "load_reference_images",
+    "make_phantom",
+    "mask_to_rgb",
+    "mask_values_to_ids",
+    "one_hot",
+    "phantom_dir",
+    "read_image",
+    "read_mask",
+    "read_size",
+    "resize_image",
+    "resize_mask",
+    "resize_to",
+    "rgb_to_mask",
+    "scan_dataset",
+    "select_references",
+    "split_indices",
+    "to_tensor",
+    "to_uint8",
+    "write_image",
+    "write_mask",
+]

@@ -1,0 +1,240 @@
+"""``alignflow`` command line: a thin client of the engine API (train, align, generate, augment).
+
+Options come from ``--config FILE`` (YAML/JSON, same names as the flags) and are overridden by the flags given.
+Bad input prints one line naming the file or parameter and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .errors import InputError
+
+EXIT_INPUT_ERROR = 2
+
+
+class ProgressPrinter:
+    """Renders the event stream as one tqdm bar per stage, with the loss terms as the postfix."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        stage = str(event.get("stage", ""))
+        if kind in ("start", "progress", "resume") and "total" in event:
+            bar = self._bar(stage, event["total"])
+            bar.n = event.get("step", 0)
+            postfix = {k: f"{v:.4f}" for k, v in event.items() if k.startswith("loss") and isinstance(v, float)}
+            if postfix:
+                bar.set_postfix(postfix, refresh=False)
+            bar.refresh()
+        elif kind in ("warning", "error"):
+            tqdm.write(f"{kind}: {event.get('message')}", file=sys.stderr)
+        elif kind == "done" and stage in self.bars:
+            self.bars.pop(stage).close()
+
+    def _bar(self, stage: str, total: int) -> tqdm:
+        if stage not in self.bars or self.bars[stage].total != total:
+            label = {"1": "stage 1", "2": "stage 2"}.get(stage, stage)
+            self.bars[stage] = tqdm(total=total, desc=label, unit="step" if stage in ("1", "2") else "img", dynamic_ncols=True)
+        return self.bars[stage]
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML or JSON file of options (flags given here override it)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast speeds up CPU training ~1.4x")
+    parser.add_argument("--seed", type=int)
+
+
+def _training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", help="labelled source dataset: a folder with images/ and masks/")
+    parser.add_argument("--out", help="run folder")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--max-pairs", type=int, help="train on the first N pairs only")
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--preview-every", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignflow", description=__doc__.splitlines()[0], argument_default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="stage 1: train the mask-conditioned generator on the source domain", argument_default=argparse.SUPPRESS)
+    _training_flags(train)
+    train.add_argument("--init", help="continue from this generator (run folder or generator folder)")
+    train.add_argument("--resolution", type=int, help="image side in pixels (multiple of 8; default 128)")
+    _common(train)
+
+    align = commands.add_parser("align", help="stage 2: align the generator to target-domain reference images", argument_default=argparse.SUPPRESS)
+    _training_flags(align)
+    align.add_argument("--init", help="the stage-1 generator (run folder or generator folder)")
+    align.add_argument("--references", nargs="+", help="folder or files of target-domain reference images")
+    align.add_argument("--num-references", type=int, help="use this many of them (seeded random subset)")
+    align.add_argument("--w-align", type=float)
+    align.add_argument("--t-is", type=int)
+    align.add_argument("--reward", choices=["mmd", "skl"])
+    align.add_argument("--frozen-model", choices=["current", "snapshot"])
+    align.add_argument("--feature-encoder", help="efficientnet-lite0 (default) or dino:<folder or hub id>")
+    align.add_argument("--align-batch-size", type=int)
+    _common(align)
+
+    generate = commands.add_parser("generate", help="generate images for masks", argument_default=argparse.SUPPRESS)
+    generate.add_argument("--generator", required=True, help="a trained generator (run folder or generator folder)")
+    generate.add_argument("--masks", required=True, help="a dataset folder (images/ + masks/) or a folder of mask files")
+    generate.add_argument("--out", required=True, help="output folder (images/, masks/, manifest.json)")
+    generate.add_argument("--steps", type=int, default=28, help="Euler steps (paper: 28)")
+    generate.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    generate.add_argument("--batch-size", type=int, default=16)
+    generate.add_argument("--limit", type=int, help="at most this many masks")
+    _common(generate)
+
+    augment = commands.add_parser("augment", help="stage 1 + stage 2 + generation + KID report (the main job)", argument_default=argparse.SUPPRESS)
+    augment.add_argument("--demo", action="store_true", help="run on the bundled two-scanner phantom (no data needed)")
+    augment.add_argument("--source")
+    augment.add_argument("--references")
+    augment.add_argument("--target", help="target-domain images for KID (default: the references)")
+    augment.add_argument("--masks", help="dataset folder whose masks become images (default: the source)")
+    augment.add_argument("--num-generated", type=int)
+    augment.add_argument("--out")
+    augment.add_argument("--num-references", type=int)
+    augment.add_argument("--resolution", type=int)
+    augment.add_argument("--stage1-steps", type=int)
+    augment.add_argument("--stage2-steps", type=int)
+    augment.add_argument("--batch-size", type=int)
+    augment.add_argument("--guidance-scale", type=float)
+    augment.add_argument("--sample-steps", type=int)
+    augment.add_argument("--max-pairs", type=int)
+    augment.add_argument("--fresh", action="store_true", help="do not resume stages already in --out")
+    _common(augment)
+    return parser
+
+
+def _options(args: argparse.Namespace, drop: Sequence[str] = ()) -> dict[str, Any]:
+    from .training.config import read_config_file
+
+    values = read_config_file(args.config) if getattr(args, "config", None) else {}
+    values.update({key: value for key, value in vars(args).items() if key not in ("command", "config", *drop)})
+    return values
+
+
+def _run_training(args: argparse.Namespace, stage: int) -> int:
+    from .training.config import TrainConfig
+    from .training.trainer import train
+
+    values = _options(args, drop=("resume",))
+    if "resolution" in values:
+        values.setdefault("generator", {})["resolution"] = values.pop("resolution")
+    if "references" in values and isinstance(values["references"], list) and len(values["references"]) == 1:
+        values["references"] = values["references"][0]
+    config = TrainConfig.from_dict({**values, "stage": stage})
+    printer = ProgressPrinter()
+    try:
+        folder = train(config, [printer], resume=getattr(args, "resume", False))
+    finally:
+        printer.close()
+    print(f"generator written to {folder}")
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .augment import write_synthetic_pairs
+    from .data import list_images, read_mask, resize_mask, scan_dataset
+    from .device import resolve_device
+    from .generation import generate_images, load_generator
+
+    values = _options(args)
+    masks_dir = Path(values["masks"])
+    if (masks_dir / "masks").is_dir():
+        mask_paths = [pair.mask for pair in scan_dataset(masks_dir).pairs]
+    else:
+        mask_paths = list_images(masks_dir)
+    mask_paths = mask_paths[: values.get("limit")] if values.get("limit") else mask_paths
+    device = resolve_device(values.get("device", "auto"))
+    generator = load_generator(values["generator"], device)
+    resolution = generator.config.resolution
+    masks = torch.stack([torch.from_numpy(resize_mask(read_mask(p), resolution)).long() for p in mask_paths])
+    if int(masks.max()) >= generator.config.num_classes:
+        raise InputError(masks_dir, f"class ids below {generator.config.num_classes} (the generator's classes)", f"id {int(masks.max())}")
+    seed = values.get("seed", 0)
+    seeds = [seed + i for i in range(len(mask_paths))]
+    with tqdm(total=len(mask_paths), desc="generate", unit="img") as bar:
+        images = generate_images(
+            generator, masks, seeds=seeds, num_steps=values["steps"], guidance_scale=values["guidance"],
+            batch_size=values["batch_size"], precision=values.get("precision", "fp32"),
+            on_batch=lambda done, total: bar.update(done - bar.n),
+        )
+    provenance = {"generator": str(generator.folder), "references": generator.info.get("references", []),
+                  "guidance_scale": values["guidance"], "sample_steps": values["steps"]}
+    out = write_synthetic_pairs(Path(values["out"]), [p.stem for p in mask_paths], images, mask_paths, seeds, provenance)
+    print(f"{len(mask_paths)} image-mask pairs written to {out}")
+    return 0
+
+
+def _run_augment(args: argparse.Namespace) -> int:
+    from .augment import AugmentConfig, augment, format_report
+
+    values = _options(args, drop=("demo", "fresh"))
+    if getattr(args, "demo", False):
+        from .data.phantom import phantom_dir
+
+        root = phantom_dir()
+        values = {**DEMO_DEFAULTS, "source": str(root / "source"), "references": str(root / "target" / "images"),
+                  "target": str(root / "target" / "images"), **values}
+        values.setdefault("out", "runs/demo")
+    config = AugmentConfig.from_dict(values)
+    if not config.source or not config.references or not config.out:
+        raise InputError("alignflow augment", "--source, --references and --out (or --demo)", "missing options")
+    printer = ProgressPrinter()
+    try:
+        report = augment(config, [printer], resume=not getattr(args, "fresh", False))
+    finally:
+        printer.close()
+    print(format_report(report))
+    print(f"report written to {Path(config.out) / 'report.json'}")
+    return 0
+
+
+# The bundled demo: small enough for a 2-core CPU in a few minutes (see docs/benchmarks.md for what it measures).
+DEMO_DEFAULTS: dict[str, Any] = {
+    "resolution": 128, "stage1_steps": 600, "stage2_steps": 150, "num_references": 8, "batch_size": 8,
+    "sample_steps": 20, "num_generated": 32,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "train": lambda: _run_training(args, 1),
+        "align": lambda: _run_training(args, 2),
+        "generate": lambda: _run_generate(args),
+        "augment": lambda: _run_augment(args),
+    }
+    try:
+        return handlers[args.command]()
+    except InputError as error:
+        print(f"alignflow {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print(f"alignflow {args.command}: interrupted; run again with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

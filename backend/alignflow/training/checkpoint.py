@@ -1,0 +1,124 @@
+"""Checkpoints: safetensors tensors + JSON metadata, written atomically, loaded without unpickling anything.
+
+A resumable training checkpoint holds the model, the AdamW state and the RNG state. The optimizer's state dict is
+flattened into named tensors (safetensors) plus its JSON-safe ``param_groups``, so resuming never needs pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_directory, atomic_write_json
+from ..errors import InputError
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+GENERATOR_CONFIG_FILE = "generator.json"
+LATEST_FILE = "latest.json"
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(path))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not Path(path).is_file():
+        raise InputError(path, "a safetensors file")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise InputError(path, "a readable safetensors file", type(error).__name__ + f": {error}") from None
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, state["param_groups"]
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], param_groups: list[dict[str, Any]]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    return {"state": state, "param_groups": param_groups}
+
+
+def save_training_checkpoint(
+    checkpoints_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator_config: dict[str, Any],
+    extra: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write ``checkpoints_dir/step_NNNNNN`` atomically, then point ``latest.json`` at it; prune old ones."""
+    target = Path(checkpoints_dir) / f"step_{step:07d}"
+    with atomic_directory(target) as tmp:
+        save_tensors(model.saved_state_dict(), tmp / MODEL_FILE)
+        optimizer_tensors, param_groups = optimizer_to_tensors(optimizer)
+        optimizer_tensors["rng.torch"] = torch.get_rng_state()
+        save_tensors(optimizer_tensors, tmp / OPTIMIZER_FILE)
+        atomic_write_json(tmp / GENERATOR_CONFIG_FILE, generator_config)
+        atomic_write_json(tmp / STATE_FILE, {"step": step, "param_groups": param_groups, **extra})
+    atomic_write_json(Path(checkpoints_dir) / LATEST_FILE, {"path": target.name, "step": step})
+    for old in sorted(Path(checkpoints_dir).glob("step_*"))[:-keep]:
+        if old != target:
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    pointer = Path(checkpoints_dir) / LATEST_FILE
+    if not pointer.exists():
+        return None
+    target = Path(checkpoints_dir) / json.loads(pointer.read_text())["path"]
+    return target if target.is_dir() else None
+
+
+def load_training_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore model, optimizer and RNG state in place; return the JSON state (step, ...)."""
+    model.load_saved_state_dict(load_tensors(path / MODEL_FILE), str(path / MODEL_FILE))
+    state = json.loads((path / STATE_FILE).read_text())
+    tensors = load_tensors(path / OPTIMIZER_FILE)
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    optimizer.load_state_dict(optimizer_from_tensors(tensors, state["param_groups"]))
+    return state
+
+
+def save_generator(folder: Path, model: torch.nn.Module, generator_config: dict[str, Any], info: dict[str, Any]) -> Path:
+    """The exported generator (what ``align`` and ``generate`` load): weights + config, written atomically."""
+    with atomic_directory(Path(folder)) as tmp:
+        save_tensors(model.saved_state_dict(), tmp / MODEL_FILE)
+        atomic_write_json(tmp / GENERATOR_CONFIG_FILE, {**generator_config, "_info": info})
+    return Path(folder)
+
+
+def read_generator_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """(generator config, weights, info) of a generator folder, or of a run folder's ``generator/``."""
+    folder = Path(folder)
+    if (folder / "generator" / GENERATOR_CONFIG_FILE).exists():
+        folder = folder / "generator"
+    config_path = folder / GENERATOR_CONFIG_FILE
+    if not config_path.exists():
+        raise InputError(folder, f"a trained generator folder (with {GENERATOR_CONFIG_FILE} and {MODEL_FILE}) or a run folder holding one")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(config_path, "valid JSON", str(error)) from None
+    info = config.pop("_info", {})
+    return config, load_tensors(folder / MODEL_FILE), info

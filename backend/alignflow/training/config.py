@@ -1,0 +1,106 @@
+"""Typed, validated configuration of a training run; read from and written to YAML or JSON.
+
+The same dataclass is what the CLI fills from flags, what ``--config FILE`` loads and what a run folder records
+(``config.json``), so a run can be repeated or resumed from its folder alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    """Stage 1 (denoising) or stage 2 (denoising + alignment) training of the generator (Algorithm 1)."""
+
+    source: str = ""  # labelled source dataset: a folder with images/ and masks/
+    out: str = ""  # run folder
+    stage: int = 1
+    init: str | None = None  # generator (folder) to start from; stage 2 needs the stage-1 generator
+    references: list[str] | str | None = None  # stage 2: folder or files of target-domain images
+    num_references: int | None = None  # None = all references given
+    steps: int = 1000
+    batch_size: int = 8
+    # Compact model trained from scratch: 3e-4. The paper fine-tunes a pretrained SD3 ControlNet at 1e-5.
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    cond_dropout: float = 0.1  # fraction of samples without their condition (trains CFG's unconditional branch)
+    trainable: str = "all"  # "all" (compact) or "controlnet" (the paper, sd3)
+    # Stage 2 (Section 3.1-3.2, Algorithm 1)
+    w_align: float = 1.0
+    t_is: int = 18  # the tunable step index k is drawn from [t_is, num_align_steps - 1]
+    num_align_steps: int = 20  # dt = 1 / 20
+    align_batch_size: int = 4  # generated images per alignment step (M in Eq. 9)
+    reward: str = "mmd"  # "mmd" or "skl"
+    frozen_model: str = "current"  # v_theta*: "current" weights under no_grad, or a "snapshot" taken at stage start
+    feature_encoder: str = "efficientnet-lite0"
+    # Housekeeping
+    max_pairs: int | None = None  # use only the first N pairs (quick runs)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    checkpoint_every: int = 200
+    preview_every: int = 200
+    log_every: int = 10
+    generator: dict[str, Any] = field(default_factory=dict)  # GeneratorConfig overrides (stage 1)
+
+    def validate(self) -> None:
+        if self.stage not in (1, 2):
+            raise InputError("stage", "1 or 2", str(self.stage))
+        if not self.source:
+            raise InputError("--source", "a dataset folder with images/ and masks/", "nothing")
+        if not self.out:
+            raise InputError("--out", "a run folder", "nothing")
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "preview_every", "num_align_steps"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(name, "a positive integer", str(getattr(self, name)))
+        if self.stage == 2:
+            if not self.init:
+                raise InputError("--init", "the stage-1 generator (a run folder or generator folder)", "nothing")
+            if not self.references:
+                raise InputError("--references", "a folder or files of target-domain reference images", "nothing")
+            if not 0 <= self.t_is < self.num_align_steps:
+                raise InputError("t_is", f"an integer in [0, {self.num_align_steps - 1}]", str(self.t_is))
+            if self.align_batch_size < 2 and self.reward == "mmd":
+                raise InputError("align_batch_size", "at least 2 (the unbiased MMD needs 2 samples)", str(self.align_batch_size))
+        if self.reward not in ("mmd", "skl"):
+            raise InputError("reward", "'mmd' or 'skl'", repr(self.reward))
+        if self.frozen_model not in ("current", "snapshot"):
+            raise InputError("frozen_model", "'current' or 'snapshot'", repr(self.frozen_model))
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise InputError("cond_dropout", "a fraction in [0, 1)", str(self.cond_dropout))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(where, f"only known keys ({', '.join(sorted(known))})", f"unknown {unknown}")
+        return cls(**values)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML or JSON mapping of options; keys use the same names as the CLI flags (with underscores)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "a YAML or JSON config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise InputError(path, "valid YAML or JSON", str(error).splitlines()[0]) from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise InputError(path, "a mapping of option names to values", type(values).__name__)
+    return {key.replace("-", "_"): value for key, value in values.items()}

@@ -1,0 +1,374 @@
+"""Training runs: stage 1 (denoising loss, Eq. 1) and stage 2 (denoising + alignment loss, Eq. 3), Algorithm 1.
+
+A run writes everything to its run folder: ``config.json``, ``events.jsonl``, ``latents.safetensors`` (the encoded
+dataset, so a resumed run skips encoding), ``checkpoints/`` (resumable) and ``generator/`` (the result).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import resource
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write_json
+from ..data import SegmentationFolder, load_pairs, load_reference_images, scan_dataset, select_references
+from ..device import autocast, resolve_device
+from ..errors import InputError
+from ..models.generator import AlignFlowGenerator, GeneratorConfig, build_generator
+from ..models.latent_codec import LatentCodec, build_codec, channel_statistics
+from ..rewards import AlignmentReward
+from .checkpoint import (
+    latest_checkpoint,
+    load_tensors,
+    load_training_checkpoint,
+    read_generator_folder,
+    save_generator,
+    save_tensors,
+    save_training_checkpoint,
+)
+from .events import EventLog, Listener
+from .flow_matching import denoising_loss, euler_sample, frozen_euler, tunable_jump
+from .config import TrainConfig
+
+LATENTS_FILE = "latents.safetensors"
+CONFIG_FILE = "config.json"
+ENCODE_BATCH = 32
+PREVIEW_COUNT = 4
+PREVIEW_STEPS = 12
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocator peak on a GPU, resident set size (maxrss) on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class EncodedDataset:
+    """The source dataset in (raw, un-normalised) latent space, plus a few masks kept for previews."""
+
+    image_latents: torch.Tensor
+    mask_latents: torch.Tensor
+    preview_masks: torch.Tensor
+    stems: list[str]
+
+
+@dataclass
+class StepTimer:
+    """Accumulated seconds per phase, for the stage-1 vs stage-2 cost breakdown."""
+
+    totals: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, name: str, seconds: float) -> None:
+        self.totals[name] = self.totals.get(name, 0.0) + seconds
+
+    def per_step(self) -> dict[str, float]:
+        return {name: value / max(1, self.count) for name, value in self.totals.items()}
+
+
+def _encode_dataset(
+    config: TrainConfig, folder: SegmentationFolder, codec: LatentCodec, resolution: int, run_dir: Path, log: EventLog
+) -> EncodedDataset:
+    pairs = folder.pairs[: config.max_pairs] if config.max_pairs else folder.pairs
+    stems = [pair.stem for pair in pairs]
+    cache = run_dir / LATENTS_FILE
+    meta_path = run_dir / "latents.json"
+    if cache.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("stems") == stems and meta.get("resolution") == resolution:
+            tensors = load_tensors(cache)
+            return EncodedDataset(tensors["images"], tensors["masks"], tensors["preview_masks"].long(), stems)
+    device = codec.latent_mean.device
+    image_latents, mask_latents = [], []
+    started = time.perf_counter()
+    for start in range(0, len(pairs), ENCODE_BATCH):
+        indices = list(range(start, min(start + ENCODE_BATCH, len(pairs))))
+        images, masks = load_pairs(folder, resolution, indices=indices)
+        with torch.no_grad():
+            image_latents.append(codec.raw_image_latents(images.to(device)).cpu())
+            mask_latents.append(codec.raw_mask_latents(masks.to(device)).cpu())
+        if start == 0:
+            preview_masks = masks[:PREVIEW_COUNT].clone()
+        log.emit("progress", stage="encode", step=indices[-1] + 1, total=len(pairs), elapsed=time.perf_counter() - started)
+    encoded = EncodedDataset(torch.cat(image_latents), torch.cat(mask_latents), preview_masks, stems)
+    save_tensors({"images": encoded.image_latents, "masks": encoded.mask_latents, "preview_masks": preview_masks}, cache)
+    atomic_write_json(meta_path, {"stems": stems, "resolution": resolution, "num_classes": folder.num_classes})
+    return encoded
+
+
+def _generator_for_run(config: TrainConfig, num_classes: int, device: torch.device) -> tuple[AlignFlowGenerator, dict[str, Any]]:
+    """Stage 1 builds a fresh generator (or continues ``init``); stage 2 always starts from ``init``."""
+    if config.init:
+        values, weights, info = read_generator_folder(Path(config.init))
+        generator_config = GeneratorConfig.from_dict(values)
+        if generator_config.num_classes != num_classes:
+            raise InputError(config.source, f"masks with {generator_config.num_classes} classes like the generator in {config.init}", f"{num_classes}")
+        model = build_generator(generator_config)
+        model.load_saved_state_dict(weights, str(config.init))
+        return model.to(device), info
+    generator_config = GeneratorConfig.from_dict({**config.generator, "num_classes": num_classes})
+    return build_generator(generator_config).to(device), {}
+
+
+def _load_references(config: TrainConfig, resolution: int) -> tuple[torch.Tensor, list[str]]:
+    source = config.references
+    if isinstance(source, list) and len(source) == 1:
+        source = source[0]
+    paths = select_references(Path(source) if isinstance(source, str) else [Path(p) for p in source], config.num_references, config.seed)
+    return load_reference_images(paths, resolution), [str(p) for p in paths]
+
+
+class Trainer:
+    """One run of Algorithm 1 (stage 1 or 2). ``run()`` trains to ``config.steps`` and exports the generator."""
+
+    def __init__(self, config: TrainConfig, listeners: list[Listener] | None = None, resume: bool = False):
+        config.validate()
+        self.config = config
+        self.run_dir = Path(config.out)
+        self.resume = resume
+        self.log = EventLog(self.run_dir, listeners)
+        self.device = resolve_device(config.device)
+        self.timer = StepTimer()
+
+    # ----------------------------------------------------------------- set-up
+    def _prepare(self) -> None:
+        config = self.config
+        if not Path(config.source).is_dir():
+            raise InputError(config.source, "a dataset folder with images/ and masks/")
+        seed_everything(config.seed)
+        folder = scan_dataset(Path(config.source))
+        self.model, self.init_info = _generator_for_run(config, folder.num_classes, self.device)
+        gconfig = self.model.config
+        self.codec = build_codec(gconfig, self.device)
+        self.data = _encode_dataset(config, folder, self.codec, gconfig.resolution, self.run_dir, self.log)
+        if config.stage == 1 and not config.init and gconfig.kind == "compact":
+            # Fix the latent normalisation from the training set before the first step (see GeneratorConfig).
+            gconfig.latent_mean, gconfig.latent_std = channel_statistics(self.data.image_latents)
+            gconfig.mask_latent_mean, gconfig.mask_latent_std = channel_statistics(self.data.mask_latents)
+            self.codec = build_codec(gconfig, self.device, autoencoder=self.codec.autoencoder)
+        self.image_latents = self.codec.normalise_images(self.data.image_latents.to(self.device))
+        self.mask_latents = self.codec.normalise_masks(self.data.mask_latents.to(self.device))
+        self.preview_mask_latents = None
+        self.optimizer = torch.optim.AdamW(
+            self.model.tunable_parameters(config.trainable), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.reward = None
+        self.references_used: list[str] = []
+        if config.stage == 2:
+            self._prepare_alignment()
+
+    def _prepare_alignment(self) -> None:
+        from ..models.feature_encoders import build_feature_encoder
+
+        config = self.config
+        references, self.references_used = _load_references(config, self.model.config.resolution)
+        if len(self.references_used) == 1:
+            self.log.emit("warning", message="Only one reference image: alignment is unreliable with a single reference (paper Table 4); use 5-10.")
+        encoder = build_feature_encoder(config.feature_encoder, device=self.device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the single-reference warning is already an event
+            self.reward = AlignmentReward(encoder, references.to(self.device), kind=config.reward)
+        # v_theta*: by default the current weights, run without gradients (Algorithm 1 freezes them for the k
+        # no-grad steps only); "snapshot" keeps the weights from the start of stage 2 for those steps instead.
+        self.frozen = self.model
+        if config.frozen_model == "snapshot":
+            self.frozen = copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    # ----------------------------------------------------------------- steps
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(0, self.image_latents.shape[0], (self.config.batch_size,))
+        return self.image_latents[index], self.mask_latents[index]
+
+    def _stage1_step(self) -> dict[str, float]:
+        x1, masks = self._batch()
+        started = time.perf_counter()
+        with autocast(self.device, self.config.precision):
+            loss = denoising_loss(self.model, x1, masks, cond_dropout=self.config.cond_dropout)
+        loss.backward()
+        self.timer.add("denoising", time.perf_counter() - started)
+        return {"loss": loss.item(), "loss_denoising": loss.item()}
+
+    def _alignment_loss(self) -> tuple[torch.Tensor, int]:
+        """Algorithm 1 lines 9-20: partially tunable inference, decode, features, MMD (or SKL)."""
+        config = self.config
+        index = torch.randint(0, self.mask_latents.shape[0], (config.align_batch_size,))
+        masks = self.mask_latents[index]
+        k = int(torch.randint(config.t_is, config.num_align_steps, (1,)))
+        noise = torch.randn(masks.shape[0], *self.image_latents.shape[1:], device=self.device)
+        started = time.perf_counter()
+        with autocast(self.device, config.precision):
+            x_s = frozen_euler(self.frozen, noise, masks, k, num_steps=config.num_align_steps)
+        self.timer.add("align_nograd_steps", time.perf_counter() - started)
+        started = time.perf_counter()
+        with autocast(self.device, config.precision):
+            x0_hat = tunable_jump(self.model, x_s, k / config.num_align_steps, masks)
+        self.timer.add("align_graded_step", time.perf_counter() - started)
+        started = time.perf_counter()
+        with autocast(self.device, config.precision):
+            images = self.codec.decode(x0_hat.float())
+        self.timer.add("align_decode", time.perf_counter() - started)
+        started = time.perf_counter()
+        with autocast(self.device, config.precision):
+            loss = self.reward(images.float())
+        self.timer.add("align_features", time.perf_counter() - started)
+        return loss, k
+
+    def _stage2_step(self) -> dict[str, float]:
+        terms = self._stage1_step()
+        alignment, k = self._alignment_loss()
+        started = time.perf_counter()
+        (self.config.w_align * alignment).backward()
+        self.timer.add("align_backward", time.perf_counter() - started)
+        return {
+            "loss": terms["loss_denoising"] + self.config.w_align * alignment.item(),
+            "loss_denoising": terms["loss_denoising"],
+            "loss_align": alignment.item(),
+            "k": k,
+        }
+
+    # ----------------------------------------------------------------- outputs
+    def _write_preview(self, step: int) -> None:
+        from ..data import mask_to_rgb, to_uint8, write_image
+
+        masks = self.data.preview_masks.to(self.device)
+        mask_latents = self.codec.encode_masks(masks) if self.preview_mask_latents is None else self.preview_mask_latents
+        self.preview_mask_latents = mask_latents
+        generator = torch.Generator(device="cpu").manual_seed(1234)
+        noise = torch.randn(masks.shape[0], *self.image_latents.shape[1:], generator=generator).to(self.device)
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.config.precision):
+            latents = euler_sample(self.model, noise, mask_latents, num_steps=PREVIEW_STEPS, guidance_scale=2.0)
+            images = self.codec.decode(latents.float()).float().cpu()
+        self.model.train()
+        overlay = torch.cat([mask_to_rgb(masks.cpu(), self.model.config.num_classes), images], dim=2)  # masks above images
+        grid = torch.cat(list(overlay), dim=2)
+        path = self.run_dir / "previews" / f"step_{step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_image(path, to_uint8(grid))
+        self.log.emit("preview", stage=self.config.stage, step=step, path=str(path))
+
+    def _export(self, step: int, seconds: float) -> Path:
+        info = {
+            "stage": self.config.stage,
+            "steps": step,
+            "source": str(self.config.source),
+            "references": self.references_used,
+            "init": self.config.init,
+            "train_seconds": seconds + float(self.init_info.get("train_seconds", 0.0)) if self.config.init else seconds,
+            "history": [*self.init_info.get("history", []), {"stage": self.config.stage, "steps": step, "seconds": seconds}],
+        }
+        return save_generator(self.run_dir / "generator", self.model, self.model.config.to_dict(), info)
+
+    # ----------------------------------------------------------------- loop
+    def run(self) -> Path:
+        """Train to ``config.steps`` (continuing a checkpoint when resuming) and return the generator folder."""
+        config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        finished = self._finished_generator()
+        if finished is not None:
+            return finished
+        try:
+            self._prepare()
+            start_step, seconds_before = self._maybe_resume()
+            atomic_write_json(self.run_dir / CONFIG_FILE, config.to_dict())
+            self.log.emit("start", stage=config.stage, step=start_step, total=config.steps, device=str(self.device),
+                          parameters=sum(p.numel() for p in self.model.tunable_parameters(config.trainable)))
+            return self._loop(start_step, seconds_before)
+        except InputError as error:
+            self.log.emit("error", message=str(error))
+            raise
+
+    def _finished_generator(self) -> Path | None:
+        """When resuming a run that already reached ``config.steps``, its generator is the result."""
+        summary = self.run_dir / "summary.json"
+        if not (self.resume and summary.exists()):
+            return None
+        done = json.loads(summary.read_text())
+        if done.get("steps") == self.config.steps and (self.run_dir / "generator").is_dir():
+            self.log.emit("done", **done, skipped=True)
+            return self.run_dir / "generator"
+        return None
+
+    def _maybe_resume(self) -> tuple[int, float]:
+        checkpoint = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
+        if checkpoint is None:
+            return 0, 0.0
+        state = load_training_checkpoint(checkpoint, self.model, self.optimizer)
+        self.log.emit("resume", stage=self.config.stage, step=state["step"], path=str(checkpoint))
+        return int(state["step"]), float(state.get("seconds", 0.0))
+
+    def _loop(self, start_step: int, seconds_before: float) -> Path:
+        config = self.config
+        step_fn = self._stage1_step if config.stage == 1 else self._stage2_step
+        self.model.train()
+        started = time.perf_counter()
+        step = start_step
+        try:
+            for step in range(start_step + 1, config.steps + 1):
+                self.optimizer.zero_grad(set_to_none=True)
+                terms = step_fn()
+                self.optimizer.step()
+                self.timer.count += 1
+                if not all(math.isfinite(v) for v in terms.values()):
+                    raise FloatingPointError(f"training diverged at step {step}: {terms}")
+                if step % config.log_every == 0 or step == config.steps:
+                    self._progress(step, start_step, started, terms)
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    self._checkpoint_with_time(step, seconds_before + time.perf_counter() - started)
+                if step % config.preview_every == 0 or step == config.steps:
+                    self._write_preview(step)
+        except KeyboardInterrupt:
+            self._checkpoint_with_time(step - 1, seconds_before + time.perf_counter() - started)
+            self.log.emit("error", message=f"interrupted at step {step}; resume with --resume")
+            raise
+        seconds = seconds_before + time.perf_counter() - started
+        folder = self._export(config.steps, seconds)
+        summary = {
+            "stage": config.stage, "steps": config.steps, "seconds": seconds,
+            "seconds_per_step": self.timer.per_step(), "peak_memory_mb": peak_memory_mb(self.device),
+            "generator": str(folder),
+        }
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        self.log.emit("done", **summary)
+        return folder
+
+    def _checkpoint_with_time(self, step: int, seconds: float) -> None:
+        if step < 1:
+            return
+        path = save_training_checkpoint(
+            self.run_dir / "checkpoints", step, self.model, self.optimizer, self.model.config.to_dict(),
+            {"stage": self.config.stage, "seconds": seconds},
+        )
+        self.log.emit("checkpoint", stage=self.config.stage, step=step, path=str(path))
+
+    def _progress(self, step: int, start_step: int, started: float, terms: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - started
+        rate = (step - start_step) / max(elapsed, 1e-9)
+        self.log.emit(
+            "progress", stage=self.config.stage, step=step, total=self.config.steps, **terms,
+            images_per_s=rate * self.config.batch_size, eta_s=(self.config.steps - step) / max(rate, 1e-9),
+            seconds_per_step=self.timer.per_step(),
+        )
+
+
+def train(config: TrainConfig, listeners: list[Listener] | None = None, resume: bool = False) -> Path:
+    """Engine API: run stage 1 or stage 2 as configured; returns the exported generator folder."""
+    return Trainer(config, listeners, resume).run()
