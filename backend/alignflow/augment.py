@@ -107,11 +107,11 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     device = resolve_device(config.device)
     started = time.perf_counter()
     # Check the cheap things before hours of training: the references and the masks to generate from.
-    select_references(Path(config.references), config.num_references, config.seed)
+    references = select_references(Path(config.references), config.num_references, config.seed)
+    target_paths = list_images(Path(config.target)) if config.target else references
     stage1 = train(config.stage_config(1), listeners, resume=resume)
     stage2 = train(config.stage_config(2), listeners, resume=resume)
     masks = _masks_to_generate(config)
-    target_paths = list_images(Path(config.target)) if config.target else None
     report: dict[str, Any] = {"version": __version__, "python": platform.python_version(), "torch": torch.__version__,
                               "device": str(device), "config": asdict(config), "models": {}}
     target = None
@@ -130,13 +130,12 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
                       "guidance_scale": config.guidance_scale, "sample_steps": config.sample_steps}
         pairs_dir = write_synthetic_pairs(out / "synthetic" / name, [s for s, _ in masks], images, [p for _, p in masks], seeds, provenance)
         if target is None:
-            references = generator.info.get("references") or []
-            target = load_reference_images(target_paths or [Path(p) for p in references], resolution)
+            target = load_reference_images(target_paths, resolution)
         report["models"][name] = {
             "generator": str(folder), "pairs": str(pairs_dir), "train_seconds": generator.info.get("train_seconds"),
             **_kid(images, target, device),
         }
-    report["kid_target"] = "target images" if target_paths else "reference images"
+    report["kid_target"] = "target images" if config.target else "reference images"
     report["seconds"] = time.perf_counter() - started
     atomic_write_json(out / "report.json", report)
     log.emit("done", stage="augment", report=str(out / "report.json"),

@@ -7,6 +7,8 @@ flattened into named tensors (safetensors) plus its JSON-safe ``param_groups``, 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,11 @@ LATEST_FILE = "latest.json"
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(path))
+    """A safetensors file, written beside its final name and renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -74,8 +80,6 @@ def save_training_checkpoint(
     atomic_write_json(Path(checkpoints_dir) / LATEST_FILE, {"path": target.name, "step": step})
     for old in sorted(Path(checkpoints_dir).glob("step_*"))[:-keep]:
         if old != target:
-            import shutil
-
             shutil.rmtree(old, ignore_errors=True)
     return target
 

@@ -84,18 +84,26 @@ class StepTimer:
         return {name: value / max(1, self.count) for name, value in self.totals.items()}
 
 
+def _cached_latents(stems: list[str], resolution: int, run_dirs: list[Path]) -> EncodedDataset | None:
+    """The encoded dataset of this run (resume) or of the run it starts from (stage 2 after stage 1), if it matches."""
+    for run_dir in run_dirs:
+        meta_path = run_dir / "latents.json"
+        if (run_dir / LATENTS_FILE).exists() and meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("stems") == stems and meta.get("resolution") == resolution:
+                tensors = load_tensors(run_dir / LATENTS_FILE)
+                return EncodedDataset(tensors["images"], tensors["masks"], tensors["preview_masks"].long(), stems)
+    return None
+
+
 def _encode_dataset(
     config: TrainConfig, folder: SegmentationFolder, codec: LatentCodec, resolution: int, run_dir: Path, log: EventLog
 ) -> EncodedDataset:
     pairs = folder.pairs[: config.max_pairs] if config.max_pairs else folder.pairs
     stems = [pair.stem for pair in pairs]
-    cache = run_dir / LATENTS_FILE
-    meta_path = run_dir / "latents.json"
-    if cache.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("stems") == stems and meta.get("resolution") == resolution:
-            tensors = load_tensors(cache)
-            return EncodedDataset(tensors["images"], tensors["masks"], tensors["preview_masks"].long(), stems)
+    cached = _cached_latents(stems, resolution, [run_dir] + ([Path(config.init), Path(config.init).parent] if config.init else []))
+    if cached is not None:
+        return cached
     device = codec.latent_mean.device
     image_latents, mask_latents = [], []
     started = time.perf_counter()
@@ -109,8 +117,8 @@ def _encode_dataset(
             preview_masks = masks[:PREVIEW_COUNT].clone()
         log.emit("progress", stage="encode", step=indices[-1] + 1, total=len(pairs), elapsed=time.perf_counter() - started)
     encoded = EncodedDataset(torch.cat(image_latents), torch.cat(mask_latents), preview_masks, stems)
-    save_tensors({"images": encoded.image_latents, "masks": encoded.mask_latents, "preview_masks": preview_masks}, cache)
-    atomic_write_json(meta_path, {"stems": stems, "resolution": resolution, "num_classes": folder.num_classes})
+    save_tensors({"images": encoded.image_latents, "masks": encoded.mask_latents, "preview_masks": preview_masks}, run_dir / LATENTS_FILE)
+    atomic_write_json(run_dir / "latents.json", {"stems": stems, "resolution": resolution, "num_classes": folder.num_classes})
     return encoded
 
 

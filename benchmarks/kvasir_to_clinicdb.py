@@ -1,0 +1,143 @@
+"""Real-data domain shift: stage 1 on Kvasir-SEG, stage 2 with 10 CVC-ClinicDB references, KID to CVC-ClinicDB test.
+
+Compares, at equal total training time, the stage-1 generator trained for the whole budget with stage 1 + stage 2
+(and reports the stage-1 checkpoint the alignment started from). Writes a JSON of results, a grid picture
+(masks / stage-1 images / aligned images / real target images) and prints the per-step cost breakdown.
+
+    python benchmarks/kvasir_to_clinicdb.py --work runs/bench --stage1-minutes 14 --stage2-minutes 9
+
+Splits (no file is copied; the split folders hold symlinks into ../shared/data):
+- Kvasir-SEG: 900 training pairs, 100 held-out masks (seeded split) that the generators turn into images.
+- CVC-ClinicDB: frames 1-306 (reference pool; 10 drawn with the seed) and frames 307-612 (test). Frames are
+  consecutive video frames in sequences, so splitting by frame range keeps test sequences away from the references
+  (at most one sequence straddles the boundary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from alignflow.data import list_images, load_reference_images, mask_to_rgb, read_mask, resize_mask, scan_dataset, split_indices, to_uint8, write_image
+from alignflow.data.references import select_references
+from alignflow.device import resolve_device
+from alignflow.generation import generate_images, load_generator
+from alignflow.metrics.kid import kernel_inception_distance
+from alignflow.training.config import TrainConfig
+from alignflow.training.trainer import train
+
+SHARED = Path(os.environ.get("ALIGNFLOW_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def link_split(pairs, out: Path) -> Path:
+    for sub in ("images", "masks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for pair in pairs:
+        for sub, path in (("images", pair.image), ("masks", pair.mask)):
+            link = out / sub / path.name
+            if not link.exists():
+                link.symlink_to(path.resolve())
+    return out
+
+
+def prepare_splits(work: Path, seed: int) -> dict[str, Path]:
+    kvasir = scan_dataset(SHARED / "data" / "Kvasir-SEG")
+    held_out, training = split_indices(len(kvasir.pairs), [100], seed)
+    clinic = scan_dataset(SHARED / "data" / "CVC-ClinicDB")
+    by_frame = sorted(clinic.pairs, key=lambda pair: int(pair.stem))
+    pool, test = by_frame[:306], by_frame[306:]
+    return {
+        "train": link_split([kvasir.pairs[i] for i in training], work / "kvasir_train"),
+        "held_out": link_split([kvasir.pairs[i] for i in held_out], work / "kvasir_held_out"),
+        "reference_pool": link_split(pool, work / "clinicdb_pool") / "images",
+        "test": link_split(test, work / "clinicdb_test") / "images",
+    }
+
+
+def run_for_minutes(config: TrainConfig, minutes: float, probe_steps: int = 20) -> Path:
+    """Train for about ``minutes``: a short probe measures seconds per step, then the run continues to the budget."""
+    config.steps = probe_steps
+    started = time.perf_counter()
+    train(config)
+    per_step = (time.perf_counter() - started) / probe_steps
+    config.steps = max(probe_steps + 1, int(minutes * 60 / per_step))
+    return train(config, resume=True)
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default="runs/bench")
+    parser.add_argument("--stage1-minutes", type=float, default=14.0)
+    parser.add_argument("--stage2-minutes", type=float, default=9.0)
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--num-references", type=int, default=10)
+    parser.add_argument("--frozen-model", default="current", choices=["current", "snapshot"])
+    parser.add_argument("--w-align", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--sample-steps", type=int, default=28)
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--figure", default="docs/images/kvasir_clinicdb_grid.png")
+    args = parser.parse_args()
+    work = Path(args.work)
+    splits = prepare_splits(work, args.seed)
+    references = select_references(splits["reference_pool"], args.num_references, args.seed)
+    common = dict(source=str(splits["train"]), batch_size=8, device="auto", precision=args.precision, seed=args.seed,
+                  checkpoint_every=500, preview_every=500, log_every=50)
+
+    stage1 = run_for_minutes(TrainConfig(out=str(work / "stage1"), generator={"resolution": args.resolution}, **common), args.stage1_minutes)
+    stage2 = run_for_minutes(
+        TrainConfig(stage=2, out=str(work / f"stage2_{args.frozen_model}_w{args.w_align}"), init=str(stage1),
+                    references=[str(p) for p in references], w_align=args.w_align, frozen_model=args.frozen_model, **common),
+        args.stage2_minutes, probe_steps=5,
+    )
+    # The equal-time baseline: stage 1 continued for the wall time stage 2 took.
+    s1, s2 = summary(work / "stage1"), summary(stage2.parent)
+    baseline_dir = work / "stage1_equal_time"
+    baseline_steps = s1["steps"] + int(s2["seconds"] / (s1["seconds"] / s1["steps"]))
+    if not baseline_dir.exists():  # continue a copy of the stage-1 run (same optimizer state), keeping the original
+        shutil.copytree(work / "stage1", baseline_dir)
+    baseline = train(TrainConfig(out=str(baseline_dir), steps=baseline_steps, generator={"resolution": args.resolution}, **common), resume=True)
+
+    device = resolve_device("auto")
+    masks_paths = [pair.mask for pair in scan_dataset(splits["held_out"]).pairs]
+    masks = torch.stack([torch.from_numpy(resize_mask(read_mask(p), args.resolution)).long() for p in masks_paths])
+    target = load_reference_images(list_images(splits["test"]), args.resolution)
+    results, images = {}, {}
+    for name, folder in (("stage1", stage1), ("stage1_equal_time", baseline), ("aligned", stage2)):
+        generator = load_generator(folder, device)
+        started = time.perf_counter()
+        images[name] = generate_images(generator, masks, seed=args.seed, num_steps=args.sample_steps, guidance_scale=args.guidance)
+        seconds = time.perf_counter() - started
+        kid, kid_std = kernel_inception_distance(images[name], target, subset_size=100, device=device)
+        results[name] = {"kid": kid, "kid_std": kid_std, "train_seconds": generator.info.get("train_seconds"),
+                         "generate_seconds_per_image": seconds / len(masks)}
+        print(f"{name:18s} KID {kid:.4f} +- {kid_std:.4f}  (trained {generator.info.get('train_seconds', 0) / 60:.1f} min)")
+    real_source = load_reference_images([pair.image for pair in scan_dataset(splits["held_out"]).pairs], args.resolution)
+    results["real_kvasir_held_out"] = dict(zip(("kid", "kid_std"), kernel_inception_distance(real_source, target, subset_size=100, device=device)))
+    print(f"{'real Kvasir':18s} KID {results['real_kvasir_held_out']['kid']:.4f}")
+    results["timing"] = {"stage1": s1, "stage2": s2}
+    print("stage 1 s/step:", {k: round(v, 4) for k, v in s1["seconds_per_step"].items()}, f"peak {s1['peak_memory_mb']:.0f} MB")
+    print("stage 2 s/step:", {k: round(v, 4) for k, v in s2["seconds_per_step"].items()}, f"peak {s2['peak_memory_mb']:.0f} MB")
+    (work / "results.json").write_text(json.dumps({**results, "args": vars(args), "references": [str(p) for p in references]}, indent=2))
+
+    columns = 8
+    rows = [mask_to_rgb(masks[:columns], 2), images["stage1_equal_time"][:columns], images["aligned"][:columns], target[:columns]]
+    grid = torch.cat([torch.cat(list(row), dim=2) for row in rows], dim=1)
+    Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+    write_image(Path(args.figure), to_uint8(grid))
+    print(f"grid (masks / stage 1, equal time / aligned / real CVC-ClinicDB test) written to {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
