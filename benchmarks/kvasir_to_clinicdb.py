@@ -28,7 +28,7 @@ from alignflow.data import list_images, load_reference_images, mask_to_rgb, read
 from alignflow.data.references import select_references
 from alignflow.device import resolve_device
 from alignflow.generation import generate_images, load_generator
-from alignflow.metrics.kid import kernel_inception_distance
+from alignflow.metrics.kid import KernelInceptionDistanceTo
 from alignflow.training.config import TrainConfig
 from alignflow.training.trainer import train
 
@@ -63,9 +63,8 @@ def prepare_splits(work: Path, seed: int) -> dict[str, Path]:
 def run_for_minutes(config: TrainConfig, minutes: float, probe_steps: int = 20) -> Path:
     """Train for about ``minutes``: a short probe measures seconds per step, then the run continues to the budget."""
     config.steps = probe_steps
-    started = time.perf_counter()
-    train(config)
-    per_step = (time.perf_counter() - started) / probe_steps
+    probe = train(config)
+    per_step = summary(probe.parent)["seconds"] / probe_steps  # loop time only, not the one-off dataset encoding
     config.steps = max(probe_steps + 1, int(minutes * 60 / per_step))
     return train(config, resume=True)
 
@@ -113,18 +112,19 @@ def main() -> None:
     masks_paths = [pair.mask for pair in scan_dataset(splits["held_out"]).pairs]
     masks = torch.stack([torch.from_numpy(resize_mask(read_mask(p), args.resolution)).long() for p in masks_paths])
     target = load_reference_images(list_images(splits["test"]), args.resolution)
+    kid_to_target = KernelInceptionDistanceTo(target, subset_size=100, device=device)
     results, images = {}, {}
     for name, folder in (("stage1", stage1), ("stage1_equal_time", baseline), ("aligned", stage2)):
         generator = load_generator(folder, device)
         started = time.perf_counter()
         images[name] = generate_images(generator, masks, seed=args.seed, num_steps=args.sample_steps, guidance_scale=args.guidance)
         seconds = time.perf_counter() - started
-        kid, kid_std = kernel_inception_distance(images[name], target, subset_size=100, device=device)
+        kid, kid_std = kid_to_target(images[name])
         results[name] = {"kid": kid, "kid_std": kid_std, "train_seconds": generator.info.get("train_seconds"),
                          "generate_seconds_per_image": seconds / len(masks)}
         print(f"{name:18s} KID {kid:.4f} +- {kid_std:.4f}  (trained {generator.info.get('train_seconds', 0) / 60:.1f} min)")
     real_source = load_reference_images([pair.image for pair in scan_dataset(splits["held_out"]).pairs], args.resolution)
-    results["real_kvasir_held_out"] = dict(zip(("kid", "kid_std"), kernel_inception_distance(real_source, target, subset_size=100, device=device)))
+    results["real_kvasir_held_out"] = dict(zip(("kid", "kid_std"), kid_to_target(real_source)))
     print(f"{'real Kvasir':18s} KID {results['real_kvasir_held_out']['kid']:.4f}")
     results["timing"] = {"stage1": s1, "stage2": s2}
     print("stage 1 s/step:", {k: round(v, 4) for k, v in s1["seconds_per_step"].items()}, f"peak {s1['peak_memory_mb']:.0f} MB")

@@ -92,12 +92,6 @@ def write_synthetic_pairs(
     return out
 
 
-def _kid(images: torch.Tensor, target: torch.Tensor, device: torch.device) -> dict[str, float]:
-    from .metrics.kid import kernel_inception_distance
-
-    subset = min(len(images), len(target), 100)
-    mean, std = kernel_inception_distance(images, target, subset_size=subset, device=device)
-    return {"kid": mean, "kid_std": std, "subset_size": subset, "generated": len(images), "target": len(target)}
 
 
 def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resume: bool = True) -> dict[str, Any]:
@@ -114,7 +108,7 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     masks = _masks_to_generate(config)
     report: dict[str, Any] = {"version": __version__, "python": platform.python_version(), "torch": torch.__version__,
                               "device": str(device), "config": asdict(config), "models": {}}
-    target = None
+    kid_to_target = None
     for name, folder in (("stage1", stage1), ("aligned", stage2)):
         generator = load_generator(folder, device)
         resolution = generator.config.resolution
@@ -129,11 +123,16 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
         provenance = {"generator": str(folder), "references": generator.info.get("references", []),
                       "guidance_scale": config.guidance_scale, "sample_steps": config.sample_steps}
         pairs_dir = write_synthetic_pairs(out / "synthetic" / name, [s for s, _ in masks], images, [p for _, p in masks], seeds, provenance)
-        if target is None:
-            target = load_reference_images(target_paths, resolution)
+        if kid_to_target is None:
+            from .metrics.kid import KernelInceptionDistanceTo
+
+            subset = min(len(masks), len(target_paths), 100)
+            kid_to_target = KernelInceptionDistanceTo(load_reference_images(target_paths, resolution), subset, device=device)
+        kid, kid_std = kid_to_target(images)
         report["models"][name] = {
             "generator": str(folder), "pairs": str(pairs_dir), "train_seconds": generator.info.get("train_seconds"),
-            **_kid(images, target, device),
+            "kid": kid, "kid_std": kid_std, "subset_size": kid_to_target.subset_size, "generated": len(images),
+            "target": len(target_paths),
         }
     report["kid_target"] = "target images" if config.target else "reference images"
     report["seconds"] = time.perf_counter() - started

@@ -67,6 +67,37 @@ def inception_features(images: torch.Tensor | np.ndarray, batch_size: int = 32, 
     return torch.cat([model(chunk.to(device)).cpu() for chunk in images.split(batch_size)])
 
 
+class KernelInceptionDistanceTo:
+    """KID of any number of image sets against one fixed target set, whose Inception features are computed once."""
+
+    def __init__(self, target: torch.Tensor | np.ndarray, subset_size: int | None = None, batch_size: int = 32,
+                 device: torch.device | str = "cpu"):
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        target = as_uint8_nchw(target)
+        self.subset_size = subset_size or min(len(target), 1000)
+        self.target_count = len(target)
+        self.batch_size, self.device = batch_size, device
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            self.metric = KernelInceptionDistance(
+                feature=inception_model(device), subset_size=self.subset_size, normalize=False, reset_real_features=False
+            ).to(device)
+        for chunk in target.split(batch_size):
+            self.metric.update(chunk.to(device), real=True)
+
+    def __call__(self, generated: torch.Tensor | np.ndarray) -> tuple[float, float]:
+        """(mean, std) over random subsets of ``subset_size`` images from each side."""
+        generated = as_uint8_nchw(generated)
+        if not 2 <= self.subset_size <= min(len(generated), self.target_count):
+            raise InputError("KID subset_size", f"between 2 and the smaller set size {min(len(generated), self.target_count)}", str(self.subset_size))
+        self.metric.reset()  # drops the generated features only
+        for chunk in generated.split(self.batch_size):
+            self.metric.update(chunk.to(self.device), real=False)
+        mean, std = self.metric.compute()
+        return float(mean), float(std)
+
+
 def kernel_inception_distance(
     generated: torch.Tensor | np.ndarray,
     real: torch.Tensor | np.ndarray,
@@ -74,19 +105,6 @@ def kernel_inception_distance(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
 ) -> tuple[float, float]:
-    """KID (mean, std over subsets) between two image sets; features are computed once per image."""
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    generated, real = as_uint8_nchw(generated), as_uint8_nchw(real)
+    """KID (mean, std over subsets) between two image sets."""
     subset_size = subset_size or min(len(generated), len(real), 1000)
-    if subset_size < 2 or subset_size > min(len(generated), len(real)):
-        raise InputError("KID subset_size", f"between 2 and the smaller set size {min(len(generated), len(real))}", str(subset_size))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        metric = KernelInceptionDistance(feature=inception_model(device), subset_size=subset_size, normalize=False).to(device)
-    for chunk in generated.split(batch_size):
-        metric.update(chunk.to(device), real=False)
-    for chunk in real.split(batch_size):
-        metric.update(chunk.to(device), real=True)
-    mean, std = metric.compute()
-    return float(mean), float(std)
+    return KernelInceptionDistanceTo(real, subset_size, batch_size, device)(generated)

@@ -6,7 +6,7 @@ dataset, so a resumed run skips encoding), ``checkpoints/`` (resumable) and ``ge
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import math
 import random
@@ -53,10 +53,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a fresh peak-memory window, so each run reports its own peak even when several share a process."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with contextlib.suppress(OSError):  # Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: CUDA allocator peak on a GPU, resident set size (maxrss) on the CPU."""
+    """Peak memory since ``reset_peak_memory``: CUDA allocator peak on a GPU, peak resident set size on the CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -198,7 +210,9 @@ class Trainer:
         # no-grad steps only); "snapshot" keeps the weights from the start of stage 2 for those steps instead.
         self.frozen = self.model
         if config.frozen_model == "snapshot":
-            self.frozen = copy.deepcopy(self.model).requires_grad_(False).eval()
+            # Rebuilt from the stage-1 weights (not copied from the current ones), so a resumed run keeps the same v_theta*.
+            snapshot, _ = _generator_for_run(config, self.model.config.num_classes, self.device)
+            self.frozen = snapshot.requires_grad_(False).eval()
 
     # ----------------------------------------------------------------- steps
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,6 +341,7 @@ class Trainer:
         config = self.config
         step_fn = self._stage1_step if config.stage == 1 else self._stage2_step
         self.model.train()
+        reset_peak_memory(self.device)
         started = time.perf_counter()
         step = start_step
         try:
