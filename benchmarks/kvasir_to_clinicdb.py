@@ -63,7 +63,7 @@ def prepare_splits(work: Path, seed: int) -> dict[str, Path]:
 def run_for_minutes(config: TrainConfig, minutes: float, probe_steps: int = 20) -> Path:
     """Train for about ``minutes``: a short probe measures seconds per step, then the run continues to the budget."""
     config.steps = probe_steps
-    probe = train(config)
+    probe = train(config, resume=True)  # resume=True: a re-run of the benchmark continues its folders
     per_step = summary(probe.parent)["seconds"] / probe_steps  # loop time only, not the one-off dataset encoding
     config.steps = max(probe_steps + 1, int(minutes * 60 / per_step))
     return train(config, resume=True)

@@ -119,7 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--guidance-scale", type=float)
     augment.add_argument("--sample-steps", type=int)
     augment.add_argument("--max-pairs", type=int)
-    augment.add_argument("--fresh", action="store_true", help="do not resume stages already in --out")
     _common(augment)
     return parser
 
@@ -190,7 +189,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _run_augment(args: argparse.Namespace) -> int:
     from .augment import AugmentConfig, augment, format_report
 
-    values = _options(args, drop=("demo", "fresh"))
+    values = _options(args, drop=("demo",))
     if getattr(args, "demo", False):
         from .data.phantom import phantom_dir
 
@@ -203,7 +202,7 @@ def _run_augment(args: argparse.Namespace) -> int:
         raise InputError("alignflow augment", "--source, --references and --out (or --demo)", "missing options")
     printer = ProgressPrinter()
     try:
-        report = augment(config, [printer], resume=not getattr(args, "fresh", False))
+        report = augment(config, [printer])  # finished stages in --out are reused, killed ones resumed
     finally:
         printer.close()
     print(format_report(report))

@@ -304,6 +304,8 @@ class Trainer:
         """Train to ``config.steps`` (continuing a checkpoint when resuming) and return the generator folder."""
         config = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resume and ((self.run_dir / CONFIG_FILE).exists() or (self.run_dir / "generator").exists()):
+            raise InputError(self.run_dir, "a new run folder (this one holds a run: add --resume to continue it, or choose another --out)")
         finished = self._finished_generator()
         if finished is not None:
             return finished

@@ -80,3 +80,12 @@ def test_bad_config_file_and_unknown_key(tmp_path, capsys):
 def test_unavailable_device(tmp_path, kvasir, capsys):
     code, line = run(capsys, "train", "--source", str(kvasir), "--out", str(tmp_path / "r"), "--device", "cuda:3")
     assert code == 2 and "--device" in line
+
+
+def test_existing_run_folder_is_not_overwritten_without_resume(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    code, line = run(capsys, "train", "--source", str(tmp_path), "--out", str(run_dir), "--device", "cpu")
+    assert code == 2 and "--resume" in line
+    assert (run_dir / "config.json").read_text() == "{}"
