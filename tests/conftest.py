@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,21 @@ def kvasir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def clinicdb(shared_data: Path) -> Path:
     return shared_data / "CVC-ClinicDB"
+
+
+def copy_pairs(real: Path, root: Path, count: int, start: int = 0) -> list[str]:
+    """A small dataset at ``root`` made of real pairs (sorted by name) of ``real``; returns their file names.
+
+    Tests that modify files work on such a copy in tmp_path, never on ../shared.
+    """
+    names = sorted(p.name for p in (real / "images").iterdir())[start : start + count]
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(real / sub / name, root / sub / name)
+    return names
+
+
+@pytest.fixture(scope="session")
+def make_pairs() -> Callable[..., list[str]]:
+    return copy_pairs

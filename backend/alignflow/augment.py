@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -19,7 +18,7 @@ from . import __version__
 from .atomic import atomic_directory, atomic_write_json
 from .data import list_images, select_references, load_reference_images, read_mask, resize_mask, resize_to, scan_dataset, to_uint8, write_image, write_mask
 from .device import resolve_device
-from .errors import InputError
+from .errors import check_known_keys
 from .generation import generate_images, load_generator
 from .training.config import TrainConfig
 from .training.events import EventLog, Listener
@@ -52,10 +51,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> AugmentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(where, f"only known keys ({', '.join(sorted(known))})", f"unknown {unknown}")
+        check_known_keys(values, {f.name for f in fields(cls)}, where)
         return cls(**values)
 
     def stage_config(self, stage: int) -> TrainConfig:
@@ -103,9 +99,9 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     # Check the cheap things before hours of training: the references and the masks to generate from.
     references = select_references(Path(config.references), config.num_references, config.seed)
     target_paths = list_images(Path(config.target)) if config.target else references
+    masks = _masks_to_generate(config)
     stage1 = train(config.stage_config(1), listeners, resume=resume)
     stage2 = train(config.stage_config(2), listeners, resume=resume)
-    masks = _masks_to_generate(config)
     report: dict[str, Any] = {"version": __version__, "python": platform.python_version(), "torch": torch.__version__,
                               "device": str(device), "config": asdict(config), "models": {}}
     kid_to_target = None
@@ -148,6 +144,3 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {name:8s} KID = {values['kid']:.4f} +- {values['kid_std']:.4f}  ({values['generated']} generated vs {values['target']} target; pairs in {values['pairs']})")
     return "\n".join(lines)
 
-
-def read_report(out: Path) -> dict[str, Any]:
-    return json.loads((Path(out) / "report.json").read_text())

@@ -16,3 +16,10 @@ class InputError(ValueError):
         if got is not None:
             message += f", got {got}"
         super().__init__(message)
+
+
+def check_known_keys(values: dict, known: set[str], where: str) -> None:
+    """Reject unknown option names (typos in a config file) with the names that are allowed."""
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(where, f"only known keys ({', '.join(sorted(known))})", f"unknown {unknown}")

@@ -23,7 +23,7 @@ import torch
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, check_known_keys
 
 
 @dataclass
@@ -66,10 +66,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GeneratorConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError("generator config", f"keys among {sorted(known)}", f"unknown {unknown}")
+        check_known_keys(values, {f.name for f in fields(cls)}, "generator config")
         config = cls(**values)
         config.validate()
         return config

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import InputError
+from ..errors import InputError, check_known_keys
 
 
 @dataclass
@@ -82,10 +82,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(where, f"only known keys ({', '.join(sorted(known))})", f"unknown {unknown}")
+        check_known_keys(values, {f.name for f in fields(cls)}, where)
         return cls(**values)
 
 

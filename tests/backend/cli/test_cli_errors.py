@@ -1,21 +1,11 @@
 """Bad input: one line on stderr naming the file or parameter, exit code 2, nothing already written damaged."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from alignflow.cli import main
-
-
-def make_dataset(root: Path, kvasir: Path, count: int = 3) -> Path:
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for image in sorted((kvasir / "images").glob("*.png"))[:count]:
-        shutil.copy(image, root / "images" / image.name)
-        shutil.copy(kvasir / "masks" / image.name, root / "masks" / image.name)
-    return root
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -33,24 +23,27 @@ def test_missing_folder(tmp_path, capsys):
     assert code == 2 and "nope" in line
 
 
-def test_image_without_mask(tmp_path, kvasir, capsys):
-    data = make_dataset(tmp_path / "d", kvasir)
+def test_image_without_mask(tmp_path, kvasir, capsys, make_pairs):
+    data = tmp_path / "d"
+    make_pairs(kvasir, data, 3)
     victim = sorted((data / "masks").iterdir())[0]
     victim.unlink()
     code, line = run(capsys, *train_args(data, tmp_path / "run"))
     assert code == 2 and victim.stem in line
 
 
-def test_mask_size_mismatch(tmp_path, kvasir, capsys):
-    data = make_dataset(tmp_path / "d", kvasir)
+def test_mask_size_mismatch(tmp_path, kvasir, capsys, make_pairs):
+    data = tmp_path / "d"
+    make_pairs(kvasir, data, 3)
     victim = sorted((data / "masks").iterdir())[1]
     Image.open(victim).resize((40, 30)).save(victim)
     code, line = run(capsys, *train_args(data, tmp_path / "run"))
     assert code == 2 and victim.name in line
 
 
-def test_unexpected_mask_values(tmp_path, kvasir, capsys):
-    data = make_dataset(tmp_path / "d", kvasir)
+def test_unexpected_mask_values(tmp_path, kvasir, capsys, make_pairs):
+    data = tmp_path / "d"
+    make_pairs(kvasir, data, 3)
     victim = sorted((data / "masks").iterdir())[2]
     mask = np.array(Image.open(victim))
     mask[:5, :5] = 128
@@ -59,8 +52,9 @@ def test_unexpected_mask_values(tmp_path, kvasir, capsys):
     assert code == 2 and victim.name in line and "128" in line
 
 
-def test_unreadable_image(tmp_path, kvasir, capsys):
-    data = make_dataset(tmp_path / "d", kvasir)
+def test_unreadable_image(tmp_path, kvasir, capsys, make_pairs):
+    data = tmp_path / "d"
+    make_pairs(kvasir, data, 3)
     victim = sorted((data / "images").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[:100])
     code, line = run(capsys, *train_args(data, tmp_path / "run"))
@@ -77,7 +71,7 @@ def test_bad_config_file_and_unknown_key(tmp_path, capsys):
     assert code == 2 and "c.yaml" in line
 
 
-def test_unavailable_device(tmp_path, kvasir, capsys):
+def test_unavailable_device(tmp_path, kvasir, capsys, make_pairs):
     code, line = run(capsys, "train", "--source", str(kvasir), "--out", str(tmp_path / "r"), "--device", "cuda:3")
     assert code == 2 and "--device" in line
 

@@ -15,16 +15,6 @@ from alignflow.data import load_pairs, mask_to_rgb, one_hot, rgb_to_mask, scan_d
 from alignflow.errors import InputError
 
 
-def _tiny_copy(real: Path, root: Path, count: int = 3) -> list[str]:
-    """A small dataset in tmp_path made of the first ``count`` real pairs; returns their file names."""
-    names = sorted(p.name for p in (real / "images").iterdir())[:count]
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-        for name in names:
-            shutil.copy(real / sub / name, root / sub / name)
-    return names
-
-
 def test_scan_real_polyp_datasets(kvasir: Path, clinicdb: Path) -> None:
     folder = scan_dataset(kvasir)
     assert len(folder.pairs) == 1000 and folder.num_classes == 2 and folder.class_values == (0, 1)
@@ -58,8 +48,8 @@ def test_missing_masks_folder(tmp_path: Path) -> None:
         scan_dataset(tmp_path)
 
 
-def test_every_problem_is_reported_at_once(tmp_path: Path, kvasir: Path) -> None:
-    names = _tiny_copy(kvasir, tmp_path, count=6)
+def test_every_problem_is_reported_at_once(tmp_path: Path, kvasir: Path, make_pairs) -> None:
+    names = make_pairs(kvasir, tmp_path, 6)
     (tmp_path / "masks" / names[0]).unlink()  # image without mask
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "masks" / names[1])  # wrong size
     shape = np.asarray(Image.open(tmp_path / "images" / names[2])).shape[:2]
@@ -85,8 +75,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, kvasir: Path) -> None
 
 
 @pytest.mark.parametrize("breakage", ["no_mask", "size", "values", "float", "truncated"])
-def test_single_problem_names_the_file(tmp_path: Path, kvasir: Path, breakage: str) -> None:
-    names = _tiny_copy(kvasir, tmp_path, count=2)
+def test_single_problem_names_the_file(tmp_path: Path, kvasir: Path, breakage: str, make_pairs) -> None:
+    names = make_pairs(kvasir, tmp_path, 2)
     victim = tmp_path / "masks" / names[1]
     shape = np.asarray(Image.open(victim)).shape
     if breakage == "no_mask":

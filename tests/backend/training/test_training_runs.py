@@ -18,18 +18,11 @@ TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "at
                   "num_attention_heads": 2, "context_tokens": 2, "patch_size": 1}
 
 
-def small_dataset(root: Path, real: Path, count: int) -> Path:
-    names = sorted(p.name for p in (real / "images").iterdir())[:count]
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-        for name in names:
-            shutil.copy(real / sub / name, root / sub / name)
-    return root
-
-
 @pytest.fixture(scope="module")
-def kvasir_small(tmp_path_factory, kvasir) -> Path:
-    return small_dataset(tmp_path_factory.mktemp("kvasir"), kvasir, 6)
+def kvasir_small(tmp_path_factory, kvasir, make_pairs) -> Path:
+    root = tmp_path_factory.mktemp("kvasir")
+    make_pairs(kvasir, root, 6)
+    return root
 
 
 @pytest.fixture(scope="module")
