@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure", default="docs/images/kvasir_clinicdb_grid.png")
+    parser.add_argument("--skip-baseline", action="store_true", help="compare stage-2 variants only (no equal-time stage 1)")
     args = parser.parse_args()
     work = Path(args.work)
     splits = prepare_splits(work, args.seed)
@@ -102,11 +103,15 @@ def main() -> None:
     )
     # The equal-time baseline: stage 1 continued for the wall time stage 2 took.
     s1, s2 = summary(work / "stage1"), summary(stage2.parent)
-    baseline_dir = work / "stage1_equal_time"
-    baseline_steps = s1["steps"] + int(s2["seconds"] / (s1["seconds"] / s1["steps"]))
-    if not baseline_dir.exists():  # continue a copy of the stage-1 run (same optimizer state), keeping the original
-        shutil.copytree(work / "stage1", baseline_dir)
-    baseline = train(TrainConfig(out=str(baseline_dir), steps=baseline_steps, generator={"resolution": args.resolution}, **common), resume=True)
+    variant = stage2.parent.name
+    models = [("stage1", stage1), ("aligned", stage2)]
+    if not args.skip_baseline:
+        baseline_dir = work / f"stage1_equal_time_{variant}"
+        baseline_steps = s1["steps"] + int(s2["seconds"] / (s1["seconds"] / s1["steps"]))
+        if not baseline_dir.exists():  # continue a copy of the stage-1 run (same optimizer state), keeping the original
+            shutil.copytree(work / "stage1", baseline_dir)
+        baseline = train(TrainConfig(out=str(baseline_dir), steps=baseline_steps, generator={"resolution": args.resolution}, **common), resume=True)
+        models.insert(1, ("stage1_equal_time", baseline))
 
     device = resolve_device("auto")
     masks_paths = [pair.mask for pair in scan_dataset(splits["held_out"]).pairs]
@@ -114,7 +119,7 @@ def main() -> None:
     target = load_reference_images(list_images(splits["test"]), args.resolution)
     kid_to_target = KernelInceptionDistanceTo(target, subset_size=100, device=device)
     results, images = {}, {}
-    for name, folder in (("stage1", stage1), ("stage1_equal_time", baseline), ("aligned", stage2)):
+    for name, folder in models:
         generator = load_generator(folder, device)
         started = time.perf_counter()
         images[name] = generate_images(generator, masks, seed=args.seed, num_steps=args.sample_steps, guidance_scale=args.guidance)
@@ -129,8 +134,10 @@ def main() -> None:
     results["timing"] = {"stage1": s1, "stage2": s2}
     print("stage 1 s/step:", {k: round(v, 4) for k, v in s1["seconds_per_step"].items()}, f"peak {s1['peak_memory_mb']:.0f} MB")
     print("stage 2 s/step:", {k: round(v, 4) for k, v in s2["seconds_per_step"].items()}, f"peak {s2['peak_memory_mb']:.0f} MB")
-    (work / "results.json").write_text(json.dumps({**results, "args": vars(args), "references": [str(p) for p in references]}, indent=2))
+    (work / f"results_{variant}.json").write_text(json.dumps({**results, "args": vars(args), "references": [str(p) for p in references]}, indent=2))
 
+    if args.skip_baseline:
+        return
     columns = 8
     rows = [mask_to_rgb(masks[:columns], 2), images["stage1_equal_time"][:columns], images["aligned"][:columns], target[:columns]]
     grid = torch.cat([torch.cat(list(row), dim=2) for row in rows], dim=1)
