@@ -16,9 +16,7 @@ listed (a JPEG mask whose values happen to be exactly {0, 255} is accepted).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +25,8 @@ import tifffile
 import torch
 from PIL import Image
 
-from alignflow.errors import InputError
+from ..atomic import atomic_open
+from ..errors import InputError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
@@ -274,16 +273,8 @@ def _atomic_save_png(path: Path, pil_image: Image.Image) -> None:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise InputError(path, "a file name ending in .png", got=path.suffix or "no suffix")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pil_image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as handle:
+        pil_image.save(handle, format="PNG")
 
 
 def write_image(path: Path | str, array: np.ndarray) -> None:

@@ -7,15 +7,14 @@ flattened into named tensors (safetensors) plus its JSON-safe ``param_groups``, 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from ..atomic import atomic_directory, atomic_write_json
+from ..atomic import atomic_directory, atomic_open, atomic_write_json
 from ..errors import InputError
 
 MODEL_FILE = "model.safetensors"
@@ -27,10 +26,8 @@ LATEST_FILE = "latest.json"
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """A safetensors file, written beside its final name and renamed into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_open(Path(path)) as handle:
+        handle.write(save({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
