@@ -109,3 +109,16 @@ def test_generate_is_reproducible_per_sample_whatever_the_batch(tmp_path, kvasir
     for x, y in zip(a, b):
         assert np.abs(read_image(x).astype(int) - read_image(y).astype(int)).max() <= 1
     assert not np.array_equal(read_image(a[0]), read_image(a[1]))
+
+
+def test_demo_wiring_on_the_bundled_phantom(tmp_path, monkeypatch, capsys):
+    """The README's main job, with tiny step counts: phantom made in the cache, references and target from scanner B."""
+    monkeypatch.setenv("ALIGNFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps({"generator": TINY_GENERATOR}))
+    code = main(["augment", "--demo", "--config", str(config_file), "--out", str(tmp_path / "demo"), "--resolution", "32",
+                 "--stage1-steps", "2", "--stage2-steps", "1", "--sample-steps", "2", "--num-generated", "4", "--device", "cpu"])
+    assert code == 0
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["kid_target"] == "target images" and report["models"]["aligned"]["target"] == 32
+    assert len(json.loads((tmp_path / "demo" / "stage2" / "generator" / "generator.json").read_text())["_info"]["references"]) == 8
