@@ -4,6 +4,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 SHARED ?= $(abspath ../shared)
+# Weights: an explicit $ALIGNFLOW_WEIGHTS_DIR wins, then ../shared/weights if present; else pooch downloads them.
+WEIGHTS_DIR := $(or $(ALIGNFLOW_WEIGHTS_DIR),$(wildcard $(SHARED)/weights))
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml backend/pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/alignflow augment --demo --out runs/demo
+	ALIGNFLOW_WEIGHTS_DIR=$(WEIGHTS_DIR) $(VENV)/bin/alignflow augment --demo --out runs/demo
 
 test: $(STAMP)
 	ALIGNFLOW_SHARED=$(SHARED) ALIGNFLOW_WEIGHTS_DIR=$(SHARED)/weights $(PY) -m pytest tests -q
