@@ -16,6 +16,7 @@ Splits (no file is copied; the split folders hold symlinks into ../shared/data):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -62,11 +63,34 @@ def prepare_splits(work: Path, seed: int) -> dict[str, Path]:
 
 def run_for_minutes(config: TrainConfig, minutes: float, probe_steps: int = 20) -> Path:
     """Train for about ``minutes``: a short probe measures seconds per step, then the run continues to the budget."""
+    finished = Path(config.out) / "summary.json"
+    if finished.exists() and json.loads(finished.read_text())["steps"] > probe_steps:
+        return Path(config.out) / "generator"  # a re-run of the benchmark reuses finished stages
     config.steps = probe_steps
     probe = train(config, resume=True)  # resume=True: a re-run of the benchmark continues its folders
     per_step = summary(probe.parent)["seconds"] / probe_steps  # loop time only, not the one-off dataset encoding
     config.steps = max(probe_steps + 1, int(minutes * 60 / per_step))
     return train(config, resume=True)
+
+
+def relative_step_cost(work: Path, common: dict, stage2_config: TrainConfig) -> float:
+    """Seconds of one stage-2 step over one stage-1 step, both timed now, back to back in this process.
+
+    The equal-compute baseline needs this ratio; wall-clock totals of the two runs would also count whatever else
+    the machine was doing while each ran.
+    """
+    probe = work / "cost_probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    (probe / "s1").mkdir(parents=True)
+    (probe / "s2").mkdir(parents=True)
+    for run in ("s1", "s2"):  # reuse the encoded dataset
+        for name in ("latents.safetensors", "latents.json"):
+            shutil.copy(work / "stage1" / name, probe / run / name)
+    s1 = TrainConfig(**{**common, "out": str(probe / "s1"), "steps": 30, "init": str(work / "stage1")})
+    s2 = TrainConfig(**{**stage2_config.to_dict(), "out": str(probe / "s2"), "steps": 8})
+    train(s1)
+    train(s2)
+    return (summary(probe / "s2")["seconds"] / 8) / (summary(probe / "s1")["seconds"] / 30)
 
 
 def summary(run: Path) -> dict:
@@ -96,18 +120,19 @@ def main() -> None:
                   checkpoint_every=500, preview_every=500, log_every=50)
 
     stage1 = run_for_minutes(TrainConfig(out=str(work / "stage1"), generator={"resolution": args.resolution}, **common), args.stage1_minutes)
-    stage2 = run_for_minutes(
-        TrainConfig(stage=2, out=str(work / f"stage2_{args.frozen_model}_w{args.w_align}"), init=str(stage1),
-                    references=[str(p) for p in references], w_align=args.w_align, frozen_model=args.frozen_model, **common),
-        args.stage2_minutes, probe_steps=5,
-    )
-    # The equal-time baseline: stage 1 continued for the wall time stage 2 took.
+    stage2_config = TrainConfig(stage=2, out=str(work / f"stage2_{args.frozen_model}_w{args.w_align}"), init=str(stage1),
+                                references=[str(p) for p in references], w_align=args.w_align,
+                                frozen_model=args.frozen_model, **common)
+    stage2 = run_for_minutes(copy.deepcopy(stage2_config), args.stage2_minutes, probe_steps=5)
+    # The equal-compute baseline: stage 1 continued for as many stage-1 steps as stage 2's steps cost.
     s1, s2 = summary(work / "stage1"), summary(stage2.parent)
     variant = stage2.parent.name
     models = [("stage1", stage1), ("aligned", stage2)]
     if not args.skip_baseline:
         baseline_dir = work / f"stage1_equal_time_{variant}"
-        baseline_steps = s1["steps"] + int(s2["seconds"] / (s1["seconds"] / s1["steps"]))
+        ratio = relative_step_cost(work, common, stage2_config)
+        baseline_steps = s1["steps"] + round(s2["steps"] * ratio)
+        print(f"one stage-2 step costs {ratio:.2f} stage-1 steps: baseline = {baseline_steps} stage-1 steps")
         if not baseline_dir.exists():  # continue a copy of the stage-1 run (same optimizer state), keeping the original
             shutil.copytree(work / "stage1", baseline_dir)
         baseline = train(TrainConfig(out=str(baseline_dir), steps=baseline_steps, generator={"resolution": args.resolution}, **common), resume=True)
@@ -131,7 +156,7 @@ def main() -> None:
     real_source = load_reference_images([pair.image for pair in scan_dataset(splits["held_out"]).pairs], args.resolution)
     results["real_kvasir_held_out"] = dict(zip(("kid", "kid_std"), kid_to_target(real_source)))
     print(f"{'real Kvasir':18s} KID {results['real_kvasir_held_out']['kid']:.4f}")
-    results["timing"] = {"stage1": s1, "stage2": s2}
+    results["timing"] = {"stage1": s1, "stage2": s2, "stage2_over_stage1_step_cost": None if args.skip_baseline else ratio}
     print("stage 1 s/step:", {k: round(v, 4) for k, v in s1["seconds_per_step"].items()}, f"peak {s1['peak_memory_mb']:.0f} MB")
     print("stage 2 s/step:", {k: round(v, 4) for k, v in s2["seconds_per_step"].items()}, f"peak {s2['peak_memory_mb']:.0f} MB")
     (work / f"results_{variant}.json").write_text(json.dumps({**results, "args": vars(args), "references": [str(p) for p in references]}, indent=2))
