@@ -73,24 +73,15 @@ def run_for_minutes(config: TrainConfig, minutes: float, probe_steps: int = 20) 
     return train(config, resume=True)
 
 
-def relative_step_cost(work: Path, common: dict, stage2_config: TrainConfig) -> float:
-    """Seconds of one stage-2 step over one stage-1 step, both timed now, back to back in this process.
+def relative_step_cost(stage2_summary: dict) -> float:
+    """Seconds of one stage-2 step over one stage-1 step, from the stage-2 run itself.
 
-    The equal-compute baseline needs this ratio; wall-clock totals of the two runs would also count whatever else
-    the machine was doing while each ran.
+    Every stage-2 step contains one denoising (stage-1) step, timed separately in the same process at the same time,
+    so the ratio is free of whatever else the machine was doing; wall-clock totals of two runs made at different
+    times are not.
     """
-    probe = work / "cost_probe"
-    shutil.rmtree(probe, ignore_errors=True)
-    (probe / "s1").mkdir(parents=True)
-    (probe / "s2").mkdir(parents=True)
-    for run in ("s1", "s2"):  # reuse the encoded dataset
-        for name in ("latents.safetensors", "latents.json"):
-            shutil.copy(work / "stage1" / name, probe / run / name)
-    s1 = TrainConfig(**{**common, "out": str(probe / "s1"), "steps": 30, "init": str(work / "stage1")})
-    s2 = TrainConfig(**{**stage2_config.to_dict(), "out": str(probe / "s2"), "steps": 8})
-    train(s1)
-    train(s2)
-    return (summary(probe / "s2")["seconds"] / 8) / (summary(probe / "s1")["seconds"] / 30)
+    per_step = stage2_summary["seconds"] / stage2_summary["steps"]
+    return per_step / stage2_summary["seconds_per_step"]["denoising"]
 
 
 def summary(run: Path) -> dict:
@@ -130,7 +121,7 @@ def main() -> None:
     models = [("stage1", stage1), ("aligned", stage2)]
     if not args.skip_baseline:
         baseline_dir = work / f"stage1_equal_time_{variant}"
-        ratio = relative_step_cost(work, common, stage2_config)
+        ratio = relative_step_cost(s2)
         baseline_steps = s1["steps"] + round(s2["steps"] * ratio)
         print(f"one stage-2 step costs {ratio:.2f} stage-1 steps: baseline = {baseline_steps} stage-1 steps")
         if not baseline_dir.exists():  # continue a copy of the stage-1 run (same optimizer state), keeping the original
