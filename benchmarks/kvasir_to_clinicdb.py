@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--num-references", type=int, default=10)
     parser.add_argument("--frozen-model", default="current", choices=["current", "snapshot"])
     parser.add_argument("--w-align", type=float, default=1.0)
+    parser.add_argument("--t-is", type=int, default=18)
+    parser.add_argument("--stage2-steps", type=int, help="a fixed number of stage-2 steps instead of --stage2-minutes")
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--sample-steps", type=int, default=28)
     parser.add_argument("--precision", default="fp32")
@@ -111,13 +113,16 @@ def main() -> None:
                   checkpoint_every=500, preview_every=500, log_every=50)
 
     stage1 = run_for_minutes(TrainConfig(out=str(work / "stage1"), generator={"resolution": args.resolution}, **common), args.stage1_minutes)
-    stage2_config = TrainConfig(stage=2, out=str(work / f"stage2_{args.frozen_model}_w{args.w_align}"), init=str(stage1),
-                                references=[str(p) for p in references], w_align=args.w_align,
-                                frozen_model=args.frozen_model, **common)
-    stage2 = run_for_minutes(copy.deepcopy(stage2_config), args.stage2_minutes, probe_steps=5)
+    variant = f"stage2_{args.frozen_model}_w{args.w_align}" + (f"_tis{args.t_is}" if args.t_is != 18 else "")
+    stage2_config = TrainConfig(stage=2, out=str(work / variant), init=str(stage1), references=[str(p) for p in references],
+                                w_align=args.w_align, t_is=args.t_is, frozen_model=args.frozen_model, **common)
+    if args.stage2_steps:
+        stage2_config.steps = args.stage2_steps
+        stage2 = train(copy.deepcopy(stage2_config), resume=True)
+    else:
+        stage2 = run_for_minutes(copy.deepcopy(stage2_config), args.stage2_minutes, probe_steps=5)
     # The equal-compute baseline: stage 1 continued for as many stage-1 steps as stage 2's steps cost.
     s1, s2 = summary(work / "stage1"), summary(stage2.parent)
-    variant = stage2.parent.name
     models = [("stage1", stage1), ("aligned", stage2)]
     if not args.skip_baseline:
         baseline_dir = work / f"stage1_equal_time_{variant}"
