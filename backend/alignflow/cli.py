@@ -42,6 +42,7 @@ class ProgressPrinter:
 
     def _bar(self, stage: str, total: int) -> tqdm:
         if stage not in self.bars or self.bars[stage].total != total:
+            self.close()  # one bar at a time: stages run one after another
             label = {"1": "stage 1", "2": "stage 2"}.get(stage, stage)
             self.bars[stage] = tqdm(total=total, desc=label, unit="step" if stage in ("1", "2") else "img", dynamic_ncols=True)
         return self.bars[stage]
@@ -49,6 +50,7 @@ class ProgressPrinter:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+        self.bars.clear()
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
