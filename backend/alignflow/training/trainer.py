@@ -316,8 +316,11 @@ class Trainer:
             self.log.emit("start", stage=config.stage, step=start_step, total=config.steps, device=str(self.device),
                           parameters=sum(p.numel() for p in self.model.tunable_parameters(config.trainable)))
             return self._loop(start_step, seconds_before)
-        except InputError as error:
+        except (InputError, FloatingPointError) as error:
             self.log.emit("error", message=str(error))
+            raise
+        except Exception as error:  # readers of events.jsonl (plugin, server) must learn that the run died
+            self.log.emit("error", message=f"{type(error).__name__}: {error}")
             raise
 
     def _finished_generator(self) -> Path | None:
