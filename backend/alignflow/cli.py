@@ -7,8 +7,9 @@ Bad input prints one line naming the file or parameter and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--sample-steps", type=int)
     augment.add_argument("--max-pairs", type=int)
     _common(augment)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands, _common)
     return parser
+
+
+# Engine areas that add their own subcommands. Each module defines ``register(commands, add_common_flags)``, which
+# adds its parsers with ``set_defaults(handler=...)``; a handler takes the parsed args and returns an exit code.
+# The modules import their heavy dependencies inside the handlers, so ``alignflow --help`` stays fast.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _options(args: argparse.Namespace, drop: Sequence[str] = ()) -> dict[str, Any]:
     from .training.config import read_config_file
 
     values = read_config_file(args.config) if getattr(args, "config", None) else {}
-    values.update({key: value for key, value in vars(args).items() if key not in ("command", "config", *drop)})
+    values.update({key: value for key, value in vars(args).items() if key not in ("command", "config", "handler", *drop)})
     return values
 
 
@@ -227,8 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "generate": lambda: _run_generate(args),
         "augment": lambda: _run_augment(args),
     }
+    handler: Callable[[], int] = handlers.get(args.command) or (lambda: args.handler(args))
     try:
-        return handlers[args.command]()
+        return handler()
     except InputError as error:
         print(f"alignflow {args.command}: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
