@@ -6,70 +6,32 @@ dataset, so a resumed run skips encoding), ``checkpoints/`` (resumable) and ``ge
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import random
-import resource
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..atomic import atomic_write_json
 from ..data import SegmentationFolder, load_pairs, load_reference_images, scan_dataset, select_references
-from ..device import autocast, resolve_device
+from ..device import autocast
 from ..errors import InputError
 from ..models.generator import AlignFlowGenerator, GeneratorConfig, build_generator
 from ..models.latent_codec import LatentCodec, build_codec, channel_statistics
 from ..rewards import AlignmentReward
-from .checkpoint import (
-    latest_checkpoint,
-    load_tensors,
-    load_training_checkpoint,
-    read_generator_folder,
-    save_generator,
-    save_tensors,
-    save_training_checkpoint,
-)
+from .checkpoint import load_tensors, read_generator_folder, save_generator, save_tensors
 from .events import EventLog, Listener
+from .loop import TrainingRun, seed_everything
 from .flow_matching import denoising_loss, euler_sample, frozen_euler, tunable_jump
 from .config import TrainConfig
 
 LATENTS_FILE = "latents.safetensors"
-CONFIG_FILE = "config.json"
 ENCODE_BATCH = 32
 PREVIEW_COUNT = 4
 PREVIEW_STEPS = 12
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a fresh peak-memory window, so each run reports its own peak even when several share a process."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with contextlib.suppress(OSError):  # Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory since ``reset_peak_memory``: CUDA allocator peak on a GPU, peak resident set size on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclass
@@ -80,20 +42,6 @@ class EncodedDataset:
     mask_latents: torch.Tensor
     preview_masks: torch.Tensor
     stems: list[str]
-
-
-@dataclass
-class StepTimer:
-    """Accumulated seconds per phase, for the stage-1 vs stage-2 cost breakdown."""
-
-    totals: dict[str, float] = field(default_factory=dict)
-    count: int = 0
-
-    def add(self, name: str, seconds: float) -> None:
-        self.totals[name] = self.totals.get(name, 0.0) + seconds
-
-    def per_step(self) -> dict[str, float]:
-        return {name: value / max(1, self.count) for name, value in self.totals.items()}
 
 
 def _cached_latents(stems: list[str], resolution: int, run_dirs: list[Path]) -> EncodedDataset | None:
@@ -156,17 +104,14 @@ def _load_references(config: TrainConfig, resolution: int) -> tuple[torch.Tensor
     return load_reference_images(paths, resolution), [str(p) for p in paths]
 
 
-class Trainer:
+class Trainer(TrainingRun):
     """One run of Algorithm 1 (stage 1 or 2). ``run()`` trains to ``config.steps`` and exports the generator."""
 
+    config: TrainConfig
+
     def __init__(self, config: TrainConfig, listeners: list[Listener] | None = None, resume: bool = False):
-        config.validate()
-        self.config = config
-        self.run_dir = Path(config.out)
-        self.resume = resume
-        self.log = EventLog(self.run_dir, listeners)
-        self.device = resolve_device(config.device)
-        self.timer = StepTimer()
+        super().__init__(config, listeners, resume)
+        self.stage = config.stage
 
     # ----------------------------------------------------------------- set-up
     def _prepare(self) -> None:
@@ -253,6 +198,9 @@ class Trainer:
         self.timer.add("align_features", time.perf_counter() - started)
         return loss, k
 
+    def _step(self) -> dict[str, float]:
+        return self._stage1_step() if self.config.stage == 1 else self._stage2_step()
+
     def _stage2_step(self) -> dict[str, float]:
         terms = self._stage1_step()
         alignment, k = self._alignment_loss()
@@ -298,104 +246,6 @@ class Trainer:
             "history": [*self.init_info.get("history", []), {"stage": self.config.stage, "steps": step, "seconds": seconds}],
         }
         return save_generator(self.run_dir / "generator", self.model, self.model.config.to_dict(), info)
-
-    # ----------------------------------------------------------------- loop
-    def run(self) -> Path:
-        """Train to ``config.steps`` (continuing a checkpoint when resuming) and return the generator folder."""
-        config = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume and ((self.run_dir / CONFIG_FILE).exists() or (self.run_dir / "generator").exists()):
-            raise InputError(self.run_dir, "a new run folder (this one holds a run: add --resume to continue it, or choose another --out)")
-        finished = self._finished_generator()
-        if finished is not None:
-            return finished
-        try:
-            self._prepare()
-            start_step, seconds_before = self._maybe_resume()
-            atomic_write_json(self.run_dir / CONFIG_FILE, config.to_dict())
-            self.log.emit("start", stage=config.stage, step=start_step, total=config.steps, device=str(self.device),
-                          parameters=sum(p.numel() for p in self.model.tunable_parameters(config.trainable)))
-            return self._loop(start_step, seconds_before)
-        except (InputError, FloatingPointError) as error:
-            self.log.emit("error", message=str(error))
-            raise
-        except Exception as error:  # readers of events.jsonl (plugin, server) must learn that the run died
-            self.log.emit("error", message=f"{type(error).__name__}: {error}")
-            raise
-
-    def _finished_generator(self) -> Path | None:
-        """When resuming a run that already reached ``config.steps``, its generator is the result."""
-        summary = self.run_dir / "summary.json"
-        if not (self.resume and summary.exists()):
-            return None
-        done = json.loads(summary.read_text())
-        if done.get("steps") == self.config.steps and (self.run_dir / "generator").is_dir():
-            self.log.emit("done", **done, skipped=True)
-            return self.run_dir / "generator"
-        return None
-
-    def _maybe_resume(self) -> tuple[int, float]:
-        checkpoint = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
-        if checkpoint is None:
-            return 0, 0.0
-        state = load_training_checkpoint(checkpoint, self.model, self.optimizer)
-        self.log.emit("resume", stage=self.config.stage, step=state["step"], path=str(checkpoint))
-        return int(state["step"]), float(state.get("seconds", 0.0))
-
-    def _loop(self, start_step: int, seconds_before: float) -> Path:
-        config = self.config
-        step_fn = self._stage1_step if config.stage == 1 else self._stage2_step
-        self.model.train()
-        reset_peak_memory(self.device)
-        started = time.perf_counter()
-        step = start_step
-        try:
-            for step in range(start_step + 1, config.steps + 1):
-                self.optimizer.zero_grad(set_to_none=True)
-                terms = step_fn()
-                self.optimizer.step()
-                self.timer.count += 1
-                if not all(math.isfinite(v) for v in terms.values()):
-                    raise FloatingPointError(f"training diverged at step {step}: {terms}")
-                if step % config.log_every == 0 or step == config.steps:
-                    self._progress(step, start_step, started, terms)
-                if step % config.checkpoint_every == 0 or step == config.steps:
-                    self._checkpoint_with_time(step, seconds_before + time.perf_counter() - started)
-                if step % config.preview_every == 0 or step == config.steps:
-                    self._write_preview(step)
-        except KeyboardInterrupt:
-            self._checkpoint_with_time(step - 1, seconds_before + time.perf_counter() - started)
-            self.log.emit("error", message=f"interrupted at step {step}; resume with --resume")
-            raise
-        seconds = seconds_before + time.perf_counter() - started
-        folder = self._export(config.steps, seconds)
-        summary = {
-            "stage": config.stage, "steps": config.steps, "seconds": seconds,
-            "seconds_per_step": self.timer.per_step(), "peak_memory_mb": peak_memory_mb(self.device),
-            "generator": str(folder),
-        }
-        atomic_write_json(self.run_dir / "summary.json", summary)
-        self.log.emit("done", **summary)
-        return folder
-
-    def _checkpoint_with_time(self, step: int, seconds: float) -> None:
-        if step < 1:
-            return
-        path = save_training_checkpoint(
-            self.run_dir / "checkpoints", step, self.model, self.optimizer, self.model.config.to_dict(),
-            {"stage": self.config.stage, "seconds": seconds},
-        )
-        self.log.emit("checkpoint", stage=self.config.stage, step=step, path=str(path))
-
-    def _progress(self, step: int, start_step: int, started: float, terms: dict[str, float]) -> None:
-        elapsed = time.perf_counter() - started
-        rate = (step - start_step) / max(elapsed, 1e-9)
-        self.log.emit(
-            "progress", stage=self.config.stage, step=step, total=self.config.steps, **terms,
-            images_per_s=rate * self.config.batch_size, eta_s=(self.config.steps - step) / max(rate, 1e-9),
-            seconds_per_step=self.timer.per_step(),
-        )
-
 
 def train(config: TrainConfig, listeners: list[Listener] | None = None, resume: bool = False) -> Path:
     """Engine API: run stage 1 or stage 2 as configured; returns the exported generator folder."""
