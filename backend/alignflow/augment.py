@@ -16,7 +16,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_directory, atomic_write_json
-from .data import list_images, select_references, load_reference_images, read_mask, resize_mask, resize_to, scan_dataset, to_uint8, write_image, write_mask
+from .data import list_images, load_masks, load_reference_images, read_mask, resize_to, scan_dataset, select_references, to_uint8, write_image, write_mask
 from .device import resolve_device
 from .errors import check_known_keys
 from .generation import generate_images, load_generator
@@ -108,7 +108,7 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     for name, folder in (("stage1", stage1), ("aligned", stage2)):
         generator = load_generator(folder, device)
         resolution = generator.config.resolution
-        mask_ids = torch.stack([torch.from_numpy(resize_mask(read_mask(path), resolution)).long() for _, path in masks])
+        mask_ids = load_masks([path for _, path in masks], resolution)
         seeds = [config.seed + i for i in range(len(masks))]
         log.emit("progress", stage=f"generate:{name}", step=0, total=len(masks))
         images = generate_images(

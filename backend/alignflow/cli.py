@@ -165,7 +165,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     import torch
 
     from .augment import write_synthetic_pairs
-    from .data import list_images, read_mask, resize_mask, scan_dataset
+    from .data import list_images, load_masks, scan_dataset
     from .device import resolve_device
     from .generation import generate_images, load_generator
 
@@ -179,7 +179,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     device = resolve_device(values.get("device", "auto"))
     generator = load_generator(values["generator"], device)
     resolution = generator.config.resolution
-    masks = torch.stack([torch.from_numpy(resize_mask(read_mask(p), resolution)).long() for p in mask_paths])
+    masks = load_masks(mask_paths, resolution)
     if int(masks.max()) >= generator.config.num_classes:
         raise InputError(masks_dir, f"class ids below {generator.config.num_classes} (the generator's classes)", f"id {int(masks.max())}")
     seed = values.get("seed", 0)

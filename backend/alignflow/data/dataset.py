@@ -194,6 +194,15 @@ def load_pairs(
     return images.contiguous(), masks
 
 
+def load_masks(paths: Sequence[Path | str], size: int) -> torch.Tensor:
+    """Masks ``int64 [N, size, size]`` of class ids from mask files (nearest-neighbour resize, as in ``load_pairs``)."""
+    if not paths:
+        return torch.zeros(0, size, size, dtype=torch.long)
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        loaded = list(pool.map(lambda path: resize_mask(read_mask(path), size), paths))
+    return torch.from_numpy(np.stack(loaded)).long()
+
+
 def split_indices(n: int, fractions_or_counts: Sequence[float] | Sequence[int], seed: int = 0) -> list[np.ndarray]:
     """Deterministically shuffle ``range(n)`` and cut it into parts (each returned sorted).
 

@@ -52,11 +52,16 @@ def euler_sample(
     *,
     num_steps: int = 28,
     guidance_scale: float = 1.0,
+    start_step: int = 0,
 ) -> torch.Tensor:
-    """Eq. 14: x_{t+dt} = x_t + dt v(x_t, t), from t = 0 (noise) to t = 1 (data)."""
+    """Eq. 14: x_{t+dt} = x_t + dt v(x_t, t), from t = 0 (noise) to t = 1 (data).
+
+    With ``start_step`` > 0, ``noise`` is a point x_s already on the way (s = start_step / num_steps), e.g. a real
+    sample noised by Eq. 2, and only the remaining steps run (SDEdit-style variations).
+    """
     x = noise
     dt = 1.0 / num_steps
-    for step in range(num_steps):
+    for step in range(start_step, num_steps):
         t = torch.full((x.shape[0],), step * dt, device=x.device, dtype=x.dtype)
         x = x + dt * model.guided_velocity(x, t, mask_latents, guidance_scale)
     return x
