@@ -6,6 +6,7 @@ A run folder like the image generator's (``config.json``, ``events.jsonl``, ``ch
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -13,16 +14,18 @@ from typing import Any
 
 import torch
 
+from ..atomic import atomic_write_json
 from ..data import load_masks, scan_dataset, to_uint8, write_image
 from ..device import autocast
 from ..errors import InputError, check_known_keys
 from ..models.latent_codec import channel_statistics
-from ..training.checkpoint import save_generator
+from ..training.checkpoint import load_tensors, save_generator, save_tensors
 from ..training.events import Listener
 from ..training.flow_matching import denoising_loss, euler_sample
 from ..training.loop import TrainingRun, seed_everything
 from .model import MaskCodec, MaskGenerator, MaskGeneratorConfig, build_mask_codec
 
+DATA_FILE = "mask_data.safetensors"
 MODEL_KIND = "mask-generator"  # written into the exported folder's info, so loaders can tell the generators apart
 ENCODE_BATCH = 64
 PREVIEW_COUNT = 8
@@ -97,7 +100,7 @@ class MaskTrainer(TrainingRun):
         if config.flip_augment:
             masks = flipped_copies(masks)
         codec = build_mask_codec(gconfig, self.device)
-        raw = self._encode(codec, masks)
+        raw = self._encoded(codec, masks, [pair.stem for pair in pairs])
         if gconfig.space == "latent" and not gconfig.latent_mean:
             # Flow matching assumes data of roughly unit scale; TAEF2 latents are not (as for the image generator).
             gconfig.latent_mean, gconfig.latent_std = channel_statistics(raw)
@@ -106,6 +109,17 @@ class MaskTrainer(TrainingRun):
         self.model = MaskGenerator(gconfig).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.source_pairs = len(pairs)
+
+    def _encoded(self, codec: MaskCodec, masks: torch.Tensor, stems: list[str]) -> torch.Tensor:
+        """The masks in data space; cached in the run folder so a resumed run skips encoding."""
+        key = {"stems": stems, "flip_augment": self.config.flip_augment, **{k: v for k, v in codec.config.to_dict().items() if k in ("space", "resolution", "pixel_size")}}
+        cache, meta = self.run_dir / DATA_FILE, self.run_dir / "mask_data.json"
+        if cache.exists() and meta.exists() and json.loads(meta.read_text()) == key:
+            return load_tensors(cache)["masks"]
+        raw = self._encode(codec, masks)
+        save_tensors({"masks": raw}, cache)
+        atomic_write_json(meta, key)
+        return raw
 
     def _encode(self, codec: MaskCodec, masks: torch.Tensor) -> torch.Tensor:
         started = time.perf_counter()
