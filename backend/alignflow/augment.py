@@ -46,6 +46,12 @@ class AugmentConfig:
     device: str = "auto"
     precision: str = "fp32"
     max_pairs: int | None = None
+    # Mask synthesis (Section 3.3): this many new masks (best of ``mask_candidates`` each) also become images.
+    synthetic_masks: int = 0
+    mask_steps: int = 1500  # mask generator training steps
+    mask_candidates: int = 8
+    postprocess: dict[str, Any] = field(default_factory=dict)  # PostprocessConfig options
+    mask_generator: dict[str, Any] = field(default_factory=dict)  # MaskGeneratorConfig overrides
     generator: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # extra TrainConfig options for both stages
 
@@ -90,6 +96,26 @@ def write_synthetic_pairs(
 
 
 
+def _synthesize_masks(config: AugmentConfig, out: Path, listeners: list[Listener] | None, resume: bool) -> list[tuple[str, Path]]:
+    """Train the mask generator on the source masks, keep the best of K per source mask; (stem, mask file) pairs."""
+    from .masks.synthesis import MaskSynthesisConfig, synthesize_masks
+    from .masks.training import MaskTrainConfig, train_mask_generator
+
+    mask_run = MaskTrainConfig(
+        source=config.source, out=str(out / "mask_generator"), steps=config.mask_steps, batch_size=config.batch_size,
+        max_pairs=config.max_pairs, seed=config.seed, device=config.device, precision=config.precision,
+        generator={"resolution": config.resolution, **config.mask_generator},
+    )
+    generator = train_mask_generator(mask_run, listeners, resume=resume)
+    synthesis = MaskSynthesisConfig(
+        generator=str(generator), masks=config.masks or config.source, out=str(out / "synthetic_masks"),
+        num_masks=config.synthetic_masks, candidates=config.mask_candidates, postprocess=config.postprocess,
+        seed=config.seed, device=config.device, precision=config.precision,
+    )
+    report = synthesize_masks(synthesis, listeners)
+    return [(path.stem, path) for path in sorted(Path(report["masks"]).glob("*.png"))]
+
+
 def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resume: bool = True) -> dict[str, Any]:
     """Run the whole job and return (and write to ``out/report.json``) its report."""
     out = Path(config.out)
@@ -104,13 +130,20 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     stage2 = train(config.stage_config(2), listeners, resume=resume)
     report: dict[str, Any] = {"version": __version__, "python": platform.python_version(), "torch": torch.__version__,
                               "device": str(device), "config": asdict(config), "models": {}}
+    masks_by_model = [("stage1", stage1, masks), ("aligned", stage2, masks)]
+    if config.synthetic_masks > 0:
+        synthetic = _synthesize_masks(config, out, listeners, resume)
+        if synthetic:
+            masks_by_model.append(("aligned_synthetic_masks", stage2, synthetic))
+        else:
+            log.emit("warning", message="no synthetic mask passed the degenerate-mask rule; none were turned into images")
     kid_to_target = None
-    for name, folder in (("stage1", stage1), ("aligned", stage2)):
+    for name, folder, chosen in masks_by_model:
         generator = load_generator(folder, device)
         resolution = generator.config.resolution
-        mask_ids = load_masks([path for _, path in masks], resolution)
-        seeds = [config.seed + i for i in range(len(masks))]
-        log.emit("progress", stage=f"generate:{name}", step=0, total=len(masks))
+        mask_ids = load_masks([path for _, path in chosen], resolution)
+        seeds = [config.seed + i for i in range(len(chosen))]
+        log.emit("progress", stage=f"generate:{name}", step=0, total=len(chosen))
         images = generate_images(
             generator, mask_ids, seeds=seeds, num_steps=config.sample_steps, guidance_scale=config.guidance_scale,
             precision=config.precision,
@@ -118,16 +151,17 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
         )
         provenance = {"generator": str(folder), "references": generator.info.get("references", []),
                       "guidance_scale": config.guidance_scale, "sample_steps": config.sample_steps}
-        pairs_dir = write_synthetic_pairs(out / "synthetic" / name, [s for s, _ in masks], images, [p for _, p in masks], seeds, provenance)
+        pairs_dir = write_synthetic_pairs(out / "synthetic" / name, [s for s, _ in chosen], images, [p for _, p in chosen], seeds, provenance)
         if kid_to_target is None:
             from .metrics.kid import KernelInceptionDistanceTo
 
-            subset = min(len(masks), len(target_paths), 100)
+            subset = min(len(chosen), len(target_paths), 100)
             kid_to_target = KernelInceptionDistanceTo(load_reference_images(target_paths, resolution), subset, device=device)
-        kid, kid_std = kid_to_target(images)
+        subset = min(len(images), kid_to_target.subset_size)
+        kid, kid_std = kid_to_target(images, subset) if subset >= 2 else (float("nan"), float("nan"))
         report["models"][name] = {
             "generator": str(folder), "pairs": str(pairs_dir), "train_seconds": generator.info.get("train_seconds"),
-            "kid": kid, "kid_std": kid_std, "subset_size": kid_to_target.subset_size, "generated": len(images),
+            "kid": kid, "kid_std": kid_std, "subset_size": subset, "generated": len(images),
             "target": len(target_paths),
         }
     report["kid_target"] = "target images" if config.target else "reference images"

@@ -116,10 +116,16 @@ class KernelInceptionDistanceTo:
         for chunk in target.split(batch_size):
             self.metric.update(chunk.to(device), real=True)
 
-    def __call__(self, generated: torch.Tensor | np.ndarray) -> tuple[float, float]:
-        """(mean, std) over random subsets of ``subset_size`` images from each side."""
+    def __call__(self, generated: torch.Tensor | np.ndarray, subset_size: int | None = None) -> tuple[float, float]:
+        """(mean, std) over random subsets of ``subset_size`` images from each side.
+
+        A smaller ``subset_size`` than the one set up (for a smaller generated set) leaves the estimate unbiased (the
+        unbiased MMD's expectation does not depend on the subset size), only noisier.
+        """
         generated = as_uint8_nchw(generated, "KID generated images")
-        _check_subset_size(self.subset_size, len(generated), self.target_count)
+        subset = subset_size or self.subset_size
+        _check_subset_size(subset, len(generated), self.target_count)
+        self.metric.subset_size = subset
         self.metric.reset()  # drops the generated features only (reset_real_features=False)
         for chunk in generated.split(self.batch_size):
             self.metric.update(chunk.to(self.device), real=False)

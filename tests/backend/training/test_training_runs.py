@@ -14,6 +14,7 @@ from alignflow.training.config import TrainConfig
 from alignflow.training.events import read_events
 from alignflow.training.trainer import train
 
+TINY_MASK_GENERATOR = {"num_layers": 1, "attention_head_dim": 8, "num_attention_heads": 2, "context_tokens": 2}
 TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "attention_head_dim": 8,
                   "num_attention_heads": 2, "context_tokens": 2, "patch_size": 1}
 
@@ -71,11 +72,13 @@ def test_fewer_references_than_asked_is_an_input_error(tmp_path, kvasir_small, r
 
 def test_augment_end_to_end_on_real_images(tmp_path, kvasir_small, references, capsys):
     config_file = tmp_path / "augment.yaml"
-    config_file.write_text(json.dumps({"generator": TINY_GENERATOR, "train": {"checkpoint_every": 50, "preview_every": 50}}))
+    config_file.write_text(json.dumps({"generator": TINY_GENERATOR, "train": {"checkpoint_every": 50, "preview_every": 50},
+                                       "mask_generator": TINY_MASK_GENERATOR, "postprocess": {"min_area": 0}}))
     out = tmp_path / "job"
     code = main(["augment", "--config", str(config_file), "--source", str(kvasir_small), "--references", str(references),
                  "--num-references", "4", "--out", str(out), "--resolution", "32", "--stage1-steps", "4",
-                 "--stage2-steps", "2", "--batch-size", "2", "--sample-steps", "3", "--num-generated", "4", "--device", "cpu"])
+                 "--stage2-steps", "2", "--batch-size", "2", "--sample-steps", "3", "--num-generated", "4", "--device", "cpu",
+                 "--synthetic-masks", "3", "--mask-steps", "3", "--mask-candidates", "2"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "stage1" in printed and "aligned" in printed and "KID" in printed
@@ -93,6 +96,11 @@ def test_augment_end_to_end_on_real_images(tmp_path, kvasir_small, references, c
 
     stem = stems[0]
     assert read_image(pairs / "images" / f"{stem}.png").shape[:2] == read_mask(kvasir_small / "masks" / f"{stem}.png").shape
+    # --synthetic-masks: new masks from the mask generator (best of K each) became images too
+    synthetic = report["models"]["aligned_synthetic_masks"]
+    masks_made = sorted(p.stem for p in (out / "synthetic_masks" / "masks").iterdir())
+    assert 1 <= synthetic["generated"] == len(masks_made) <= 3 and all(stem.endswith("_synthetic") for stem in masks_made)
+    assert sorted(p.stem for p in (Path(synthetic["pairs"]) / "images").iterdir()) == masks_made
 
 
 def test_generate_is_reproducible_per_sample_whatever_the_batch(tmp_path, kvasir_small):
