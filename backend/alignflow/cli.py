@@ -45,7 +45,7 @@ class ProgressPrinter:
         if stage not in self.bars or self.bars[stage].total != total:
             self.close()  # one bar at a time: stages run one after another
             label = {"1": "stage 1", "2": "stage 2"}.get(stage, stage)
-            self.bars[stage] = tqdm(total=total, desc=label, unit="step" if stage in ("1", "2") else "img", dynamic_ncols=True)
+            self.bars[stage] = tqdm(total=total, desc=label, unit="step" if stage in ("1", "2", "masks") else "img", dynamic_ncols=True)
         return self.bars[stage]
 
     def close(self) -> None:
@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--guidance-scale", type=float)
     augment.add_argument("--sample-steps", type=int)
     augment.add_argument("--max-pairs", type=int)
+    augment.add_argument("--synthetic-masks", type=int, help="also generate images for N new masks from the mask generator (best of K each)")
+    augment.add_argument("--mask-steps", type=int, help="mask generator training steps")
+    augment.add_argument("--mask-candidates", type=int, help="K candidates per synthetic mask")
     _common(augment)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands, _common)
@@ -131,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Engine areas that add their own subcommands. Each module defines ``register(commands, add_common_flags)``, which
 # adds its parsers with ``set_defaults(handler=...)``; a handler takes the parsed args and returns an exit code.
 # The modules import their heavy dependencies inside the handlers, so ``alignflow --help`` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("alignflow.export.commands", "alignflow.masks.commands", "alignflow.metrics.commands")
 
 
 def _options(args: argparse.Namespace, drop: Sequence[str] = ()) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""``alignflow export``: real and/or generated pairs -> nnU-Net v2 raw, plain folders or OME-Zarr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+
+def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    parser = commands.add_parser(
+        "export", help="export real and/or generated pairs as nnU-Net v2 raw, plain folders or OME-Zarr",
+        argument_default=argparse.SUPPRESS)
+    parser.add_argument("--real", help="dataset folder of real pairs (images/ + masks/)")
+    parser.add_argument("--synthetic", nargs="+", help="folder(s) of generated pairs (images/, masks/, manifest.json)")
+    parser.add_argument("--format", choices=["nnunet", "folders", "ome-zarr"], help="default: nnunet")
+    parser.add_argument("--out", help="destination; for nnunet a folder named DatasetXXX_Name")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing destination (only once complete)")
+    parser.add_argument("--labels", nargs="+", help="class names, background first (default: background, class_1, ...)")
+    parser.add_argument("--name", help="dataset name written into the metadata (default: the folder name)")
+    add_common_flags(parser)
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..cli import _options
+    from ..errors import InputError
+    from .exporter import export_dataset, stale_temporary_folders
+
+    values = _options(args)
+    if not values.get("out"):
+        raise InputError("alignflow export", "--out (the destination)", "missing")
+    for stale in stale_temporary_folders(values["out"]):
+        print(f"note: {stale} is left over from an interrupted export; delete it when no export is running",
+              file=sys.stderr)
+    bars: list[tqdm] = []  # opened at the first sample, so input errors are not preceded by an empty bar
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="export", unit="pair", dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        out = export_dataset(
+            values["out"], real=values.get("real"), synthetic=values.get("synthetic") or (),
+            export_format=values.get("format", "nnunet"), overwrite=bool(values.get("overwrite", False)),
+            label_names=values.get("labels"), name=values.get("name"), on_progress=progress,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"{bars[0].n if bars else 0} pairs exported to {out} (provenance in {out / 'manifest.json'})")
+    return 0

@@ -1,0 +1,86 @@
+"""``export_dataset``: real and/or generated pairs -> nnU-Net v2 raw, plain folders or OME-Zarr, all or nothing.
+
+The export is written into a hidden temporary folder beside the destination and renamed into place only when
+complete, so an interrupted or killed export leaves any previous dataset at the destination untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..atomic import atomic_directory, atomic_write_json
+from ..data import read_image, read_mask
+from ..errors import InputError
+from .folders import FoldersWriter
+from .labels import LabelMap
+from .manifest import MANIFEST_FILE, manifest, sample_row
+from .nnunet import NnUNetWriter, check_dataset_folder_name
+from .ome_zarr import OmeZarrWriter
+from .samples import collect_samples
+
+FORMATS = {"nnunet": NnUNetWriter, "folders": FoldersWriter, "ome-zarr": OmeZarrWriter}
+Progress = Callable[[int, int], None]
+
+
+def _check_destination(out: Path, inputs: list[Path], overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise InputError(out, "a destination that does not exist yet (pass --overwrite / overwrite=True to replace it)",
+                         "an existing " + ("folder" if out.is_dir() else "file"))
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "a folder to replace", "an existing file")
+    for folder in inputs:
+        a, b = out.resolve(), folder.resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise InputError(out, "a destination outside the input folders (replacing it would delete the inputs)",
+                             f"it overlaps {folder}")
+
+
+def stale_temporary_folders(out: Path) -> list[Path]:
+    """Hidden ``.<name>.*.tmp`` folders that killed exports to ``out`` left behind (safe to delete when none runs)."""
+    out = Path(out)
+    return sorted(out.parent.glob(f".{out.name}.*.tmp")) if out.parent.is_dir() else []
+
+
+def export_dataset(
+    out: Path | str,
+    *,
+    real: Path | str | None = None,
+    synthetic: Sequence[Path | str] = (),
+    export_format: str = "nnunet",
+    overwrite: bool = False,
+    label_names: Sequence[str] | None = None,
+    name: str | None = None,
+    on_progress: Progress | None = None,
+) -> Path:
+    """Export real pairs (a dataset folder) and/or generated pairs (folders written by ``write_synthetic_pairs``).
+
+    ``export_format``: ``nnunet`` (``out`` must be named ``DatasetXXX_Name``; adds a MONAI ``datalist.json``),
+    ``folders`` (``images/`` + ``masks/``) or ``ome-zarr``. Every format gets ``manifest.json``: one row per sample.
+    Class ids become consecutive 0..K; ``label_names`` names them (background first). ``on_progress(done, total)``
+    is called after each sample. Returns ``out``.
+    """
+    out = Path(out)
+    if export_format not in FORMATS:
+        raise InputError("format", f"one of {', '.join(FORMATS)}", repr(export_format))
+    if export_format == "nnunet":
+        check_dataset_folder_name(out)
+    synthetic = [Path(s) for s in ([synthetic] if isinstance(synthetic, (str, Path)) else synthetic)]
+    inputs = ([Path(real)] if real is not None else []) + synthetic
+    _check_destination(out, inputs, overwrite)
+    sources = collect_samples(Path(real) if real is not None else None, synthetic)
+    labels = LabelMap.from_class_values(sources.class_values, label_names)
+    name = name or out.name.removesuffix(".zarr").removesuffix(".ome")
+    total = len(sources.samples)
+    with atomic_directory(out) as tmp:
+        writer = FORMATS[export_format](tmp, labels, name)
+        rows = []
+        for done, sample in enumerate(sources.samples, start=1):
+            image, mask = read_image(sample.image), read_mask(sample.mask)
+            files = writer.write_case(sample.case, image, labels.apply(mask))
+            rows.append(sample_row(sample, files, labels))
+            if on_progress is not None:
+                on_progress(done, total)
+        writer.finish([sample.case for sample in sources.samples])
+        atomic_write_json(tmp / MANIFEST_FILE, manifest(rows, labels, export_format, name))
+    return out
