@@ -52,6 +52,9 @@ class AugmentConfig:
     mask_candidates: int = 8
     postprocess: dict[str, Any] = field(default_factory=dict)  # PostprocessConfig options
     mask_generator: dict[str, Any] = field(default_factory=dict)  # MaskGeneratorConfig overrides
+    # The augmented training set (real source pairs + aligned synthetic pairs): "nnunet", "folders", "ome-zarr" or None.
+    export_format: str | None = "nnunet"
+    export_name: str = "Dataset500_AlignFlow"
     generator: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # extra TrainConfig options for both stages
 
@@ -94,6 +97,33 @@ def write_synthetic_pairs(
     return out
 
 
+
+
+def generation_provenance(generator: Any, guidance_scale: float, sample_steps: int) -> dict[str, Any]:
+    """What a manifest row needs to regenerate an image: generator (and the hash of its weights), references, sampling."""
+    from .export.manifest import software_versions
+    from .training.checkpoint import MODEL_FILE
+    from .weights import file_sha256
+
+    return {"generator": str(generator.folder), "checkpoint_sha256": file_sha256(_weights_file(generator.folder, MODEL_FILE)),
+            "references": generator.info.get("references", []), "guidance_scale": guidance_scale,
+            "sample_steps": sample_steps, "software": software_versions()}
+
+
+def _weights_file(folder: Path, name: str) -> Path:
+    return folder / "generator" / name if (folder / "generator" / name).exists() else folder / name
+
+
+def _export(config: AugmentConfig, out: Path, report: dict[str, Any], log: EventLog) -> Path:
+    """Real source pairs + every aligned synthetic set, in the chosen training-set format."""
+    from .export import export_dataset
+
+    synthetic = [Path(entry["pairs"]) for name, entry in report["models"].items() if name.startswith("aligned")]
+    name = config.export_name + (".ome.zarr" if config.export_format == "ome-zarr" else "")
+    return export_dataset(
+        out / "export" / name, real=config.source, synthetic=synthetic, export_format=config.export_format,
+        overwrite=True, on_progress=lambda done, total: log.emit("progress", stage="export", step=done, total=total),
+    )
 
 
 def _synthesize_masks(config: AugmentConfig, out: Path, listeners: list[Listener] | None, resume: bool) -> list[tuple[str, Path]]:
@@ -149,8 +179,7 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
             precision=config.precision,
             on_batch=lambda done, total, n=name: log.emit("progress", stage=f"generate:{n}", step=done, total=total),
         )
-        provenance = {"generator": str(folder), "references": generator.info.get("references", []),
-                      "guidance_scale": config.guidance_scale, "sample_steps": config.sample_steps}
+        provenance = generation_provenance(generator, config.guidance_scale, config.sample_steps)
         pairs_dir = write_synthetic_pairs(out / "synthetic" / name, [s for s, _ in chosen], images, [p for _, p in chosen], seeds, provenance)
         if kid_to_target is None:
             from .metrics.kid import KernelInceptionDistanceTo
@@ -164,6 +193,8 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
             "kid": kid, "kid_std": kid_std, "subset_size": subset, "generated": len(images),
             "target": len(target_paths),
         }
+    if config.export_format:
+        report["export"] = str(_export(config, out, report, log))
     report["kid_target"] = "target images" if config.target else "reference images"
     report["seconds"] = time.perf_counter() - started
     atomic_write_json(out / "report.json", report)

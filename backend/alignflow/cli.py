@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--synthetic-masks", type=int, help="also generate images for N new masks from the mask generator (best of K each)")
     augment.add_argument("--mask-steps", type=int, help="mask generator training steps")
     augment.add_argument("--mask-candidates", type=int, help="K candidates per synthetic mask")
+    augment.add_argument("--export-format", choices=["nnunet", "folders", "ome-zarr"], help="format of the augmented training set in OUT/export (default nnunet)")
     _common(augment)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands, _common)
@@ -167,7 +168,7 @@ def _run_training(args: argparse.Namespace, stage: int) -> int:
 def _run_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from .augment import write_synthetic_pairs
+    from .augment import generation_provenance, write_synthetic_pairs
     from .data import list_images, load_masks, scan_dataset
     from .device import resolve_device
     from .generation import generate_images, load_generator
@@ -193,8 +194,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             batch_size=values["batch_size"], precision=values.get("precision", "fp32"),
             on_batch=lambda done, total: bar.update(done - bar.n),
         )
-    provenance = {"generator": str(generator.folder), "references": generator.info.get("references", []),
-                  "guidance_scale": values["guidance"], "sample_steps": values["steps"]}
+    provenance = generation_provenance(generator, values["guidance"], values["steps"])
     out = write_synthetic_pairs(Path(values["out"]), [p.stem for p in mask_paths], images, mask_paths, seeds, provenance)
     print(f"{len(mask_paths)} image-mask pairs written to {out}")
     return 0

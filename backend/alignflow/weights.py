@@ -58,7 +58,7 @@ REGISTRY: dict[str, WeightFile] = {
 _digests: dict[tuple[str, int, int], str] = {}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """The file's sha256, computed once per process for an unchanged file."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
@@ -91,7 +91,7 @@ def _local_path(entry: WeightFile, folder: str) -> Path:
     if not path.is_file():
         raise InputError(path, f"the weight file {entry.filename} with sha256 {entry.sha256} "
                                f"(${WEIGHTS_DIR_ENV} is set to {folder})", "no such file")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != entry.sha256:
         raise InputError(path, f"sha256 {entry.sha256}", f"{digest} (a corrupt or different file)")
     return path

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..training.checkpoint import GENERATOR_CONFIG_FILE, MODEL_FILE
-from ..weights import _sha256 as file_sha256  # cached by (path, mtime, size): one hash per generator, not per row
+from ..weights import file_sha256  # cached by (path, mtime, size): one hash per generator, not per row
 from .labels import LabelMap
 from .samples import REAL, ExportSample
 

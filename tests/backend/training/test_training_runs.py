@@ -101,6 +101,11 @@ def test_augment_end_to_end_on_real_images(tmp_path, kvasir_small, references, c
     masks_made = sorted(p.stem for p in (out / "synthetic_masks" / "masks").iterdir())
     assert 1 <= synthetic["generated"] == len(masks_made) <= 3 and all(stem.endswith("_synthetic") for stem in masks_made)
     assert sorted(p.stem for p in (Path(synthetic["pairs"]) / "images").iterdir()) == masks_made
+    # the augmented training set: 6 real pairs + 4 aligned images of source masks + the synthetic-mask pairs
+    dataset = json.loads((Path(report["export"]) / "dataset.json").read_text())
+    assert dataset["numTraining"] == 6 + 4 + synthetic["generated"]
+    rows = json.loads((Path(report["export"]) / "manifest.json").read_text())["samples"]
+    assert all(len(row["checkpoint_sha256"]) == 64 for row in rows if row["origin"] == "synthetic")
 
 
 def test_generate_is_reproducible_per_sample_whatever_the_batch(tmp_path, kvasir_small):
