@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _training_flags(train)
     train.add_argument("--init", help="continue from this generator (run folder or generator folder)")
     train.add_argument("--resolution", type=int, help="image side in pixels (multiple of 8; default 128)")
+    train.add_argument("--w-ar", type=float, help="Alignment Regularization weight (mask head; docs/label-drift.md); 0 = off")
     _common(train)
 
     align = commands.add_parser("align", help="stage 2: align the generator to target-domain reference images", argument_default=argparse.SUPPRESS)
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--frozen-model", choices=["current", "snapshot"])
     align.add_argument("--feature-encoder", help="efficientnet-lite0 (default) or dino:<folder or hub id>")
     align.add_argument("--align-batch-size", type=int)
+    align.add_argument("--w-mask", type=float, help="weight of the mask-consistency loss L_M (docs/label-drift.md); 0 = off")
+    align.add_argument("--mask-segmenter", help="L_M's frozen segmenter (alignflow train-evaluator --role reward)")
+    align.add_argument("--w-ar", type=float, help="Alignment Regularization weight in the denoising term; 0 = off")
     _common(align)
 
     generate = commands.add_parser("generate", help="generate images for masks", argument_default=argparse.SUPPRESS)
@@ -104,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
     generate.add_argument("--batch-size", type=int, default=16)
     generate.add_argument("--limit", type=int, help="at most this many masks")
+    generate.add_argument("--evaluator", help="segmenter (alignflow train-evaluator) scoring each image's mask fidelity into the manifest")
+    generate.add_argument("--candidates", type=int, default=1, help="K images per mask; keep the one --evaluator segments best")
     _common(generate)
 
     augment = commands.add_parser("augment", help="stage 1 + stage 2 + generation + KID report (the main job)", argument_default=argparse.SUPPRESS)
@@ -126,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--mask-steps", type=int, help="mask generator training steps")
     augment.add_argument("--mask-candidates", type=int, help="K candidates per synthetic mask")
     augment.add_argument("--export-format", choices=["nnunet", "folders", "ome-zarr"], help="format of the augmented training set in OUT/export (default nnunet)")
+    augment.add_argument("--evaluator", help="segmenter (alignflow train-evaluator) for the mask fidelity of every model in the report")
     _common(augment)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands, _common)
@@ -135,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Engine areas that add their own subcommands. Each module defines ``register(commands, add_common_flags)``, which
 # adds its parsers with ``set_defaults(handler=...)``; a handler takes the parsed args and returns an exit code.
 # The modules import their heavy dependencies inside the handlers, so ``alignflow --help`` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ("alignflow.export.commands", "alignflow.masks.commands", "alignflow.metrics.commands")
+COMMAND_MODULES: tuple[str, ...] = ("alignflow.advisor.commands", "alignflow.export.commands", "alignflow.masks.commands", "alignflow.metrics.commands")
 
 
 def _options(args: argparse.Namespace, drop: Sequence[str] = ()) -> dict[str, Any]:
@@ -171,9 +178,11 @@ def _run_generate(args: argparse.Namespace) -> int:
     from .augment import generation_provenance, write_synthetic_pairs
     from .data import list_images, load_masks, scan_dataset
     from .device import resolve_device
-    from .generation import generate_images, load_generator
+    from .fidelity.filtering import check_candidates, generate_with_fidelity
+    from .generation import load_generator
 
     values = _options(args)
+    check_candidates(values["candidates"])  # before loading anything
     masks_dir = Path(values["masks"])
     if (masks_dir / "masks").is_dir():
         mask_paths = [pair.mask for pair in scan_dataset(masks_dir).pairs]
@@ -186,17 +195,26 @@ def _run_generate(args: argparse.Namespace) -> int:
     masks = load_masks(mask_paths, resolution)
     if int(masks.max()) >= generator.config.num_classes:
         raise InputError(masks_dir, f"class ids below {generator.config.num_classes} (the generator's classes)", f"id {int(masks.max())}")
-    seed = values.get("seed", 0)
-    seeds = [seed + i for i in range(len(mask_paths))]
-    with tqdm(total=len(mask_paths), desc="generate", unit="img") as bar:
-        images = generate_images(
-            generator, masks, seeds=seeds, num_steps=values["steps"], guidance_scale=values["guidance"],
-            batch_size=values["batch_size"], precision=values.get("precision", "fp32"),
-            on_batch=lambda done, total: bar.update(done - bar.n),
+    evaluator = None
+    if values.get("evaluator"):
+        from .fidelity.segmenter import load_segmenter
+
+        evaluator = load_segmenter(values["evaluator"], device)
+    candidates = values["candidates"]
+    with tqdm(total=len(mask_paths) * candidates, desc="generate", unit="img") as bar:
+        generated = generate_with_fidelity(
+            generator, masks, evaluator=evaluator, candidates=candidates, seed=values.get("seed", 0),
+            num_steps=values["steps"], guidance_scale=values["guidance"], batch_size=values["batch_size"],
+            precision=values.get("precision", "fp32"), on_progress=lambda done, total: bar.update(done - bar.n),
         )
     provenance = generation_provenance(generator, values["guidance"], values["steps"])
-    out = write_synthetic_pairs(Path(values["out"]), [p.stem for p in mask_paths], images, mask_paths, seeds, provenance)
+    out = write_synthetic_pairs(Path(values["out"]), [p.stem for p in mask_paths], generated.images, mask_paths,
+                                generated.seeds, provenance, generated.rows)
     print(f"{len(mask_paths)} image-mask pairs written to {out}")
+    if generated.scores is not None:
+        best = f"best of {candidates}, " if candidates > 1 else ""
+        print(f"mask fidelity ({best}{evaluator.kind} evaluator): mean Dice {float(generated.scores.dice.mean()):.3f}, "
+              f"IoU {float(generated.scores.iou.mean()):.3f}")
     return 0
 
 

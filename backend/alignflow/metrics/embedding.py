@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_open
 from ..errors import InputError
 
 PCA_DIMENSIONS = 50  # the usual reduction before t-SNE: removes noise dimensions and speeds the neighbour search
@@ -34,12 +33,10 @@ def tsne_embedding(features: dict[str, torch.Tensor], seed: int = 0) -> dict[str
 
 def plot_embedding(points: dict[str, np.ndarray], path: Path | str, title: str) -> Path:
     """Scatter plot of each set in its own colour, written atomically as PNG."""
-    import matplotlib
+    from ..plotting import new_figure, save_png
 
-    matplotlib.use("Agg")  # no display needed; also safe inside napari, which owns the Qt event loop
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 5), dpi=120)
+    figure = new_figure(figsize=(6, 5), dpi=120)
+    axes = figure.subplots()
     for name, xy in points.items():
         colour, marker = STYLES.get(name, (None, "o"))
         axes.scatter(xy[:, 0], xy[:, 1], s=12, alpha=0.7, label=f"{name} ({len(xy)})", color=colour, marker=marker)
@@ -48,8 +45,4 @@ def plot_embedding(points: dict[str, np.ndarray], path: Path | str, title: str) 
     axes.set_yticks([])
     axes.legend(loc="best", frameon=False)
     figure.tight_layout()
-    path = Path(path)
-    with atomic_open(path) as handle:
-        figure.savefig(handle, format="png")
-    plt.close(figure)
-    return path
+    return save_png(figure, path)

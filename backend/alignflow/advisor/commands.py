@@ -1,0 +1,80 @@
+"""``alignflow advise-references``: which target images to use as references, how many, and whether to align."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+
+def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    parser = commands.add_parser(
+        "advise-references", help="suggest k representative target images as references, flag outliers, "
+        "say how many are enough and (with --source) whether alignment is needed", argument_default=argparse.SUPPRESS)
+    parser.add_argument("target", help="folder of target-domain images (or a dataset folder with images/)")
+    parser.add_argument("--k", type=int, help="number of references to suggest (default 10)")
+    parser.add_argument("--source", help="source-domain images: adds the 'is alignment needed' verdict")
+    parser.add_argument("--out", help="folder for advice.json, k_curve.png, picks_and_outliers.png, references.json "
+                                      "(default: reference_advice)")
+    parser.add_argument("--resolution", type=int, help="the generator's resolution: references are seen at this size (default 128)")
+    parser.add_argument("--feature-encoder", help="efficientnet-lite0 (default) or dino:<folder or hub id>, as in stage 2")
+    parser.add_argument("--outliers", type=int, help="how many worst-explained images to list (default 8)")
+    parser.add_argument("--draws", type=int, help="random k-subsets per k for the curve's spread (default 200)")
+    parser.add_argument("--splits", type=int, help="random half splits for the noise floor (default 100)")
+    parser.add_argument("--group-size", type=int, help="keep runs of this many consecutive images (video frames, in "
+                                                       "natural file order) on one side of the noise-floor halves (default 1)")
+    parser.add_argument("--no-cache", action="store_true", help="recompute features instead of using the feature cache")
+    add_common_flags(parser)
+    parser.set_defaults(handler=_run_advise_references)
+
+
+def _run_advise_references(args: argparse.Namespace) -> int:
+    from ..cli import _options
+    from ..device import resolve_device
+    from ..errors import InputError
+    from .advise import advise_references
+    from .report import REPORT_FILE, format_summary
+
+    values = _options(args)
+    if values.get("precision", "fp32") != "fp32":
+        raise InputError("--precision", "fp32 (stage 2 computes reference features in fp32, and the cache holds those)",
+                         values["precision"])
+    out = values.get("out", "reference_advice")
+    bars = _ProgressBars()
+    try:
+        advice = advise_references(
+            values["target"], values.get("k", 10), source=values.get("source"), out=out,
+            resolution=values.get("resolution", 128), feature_encoder=values.get("feature_encoder", "efficientnet-lite0"),
+            num_outliers=values.get("outliers", 8), draws=values.get("draws", 200), splits=values.get("splits", 100),
+            group_size=values.get("group_size", 1), seed=values.get("seed", 0),
+            device=resolve_device(values.get("device", "auto")), use_cache=not values.get("no_cache", False),
+            on_progress=bars,
+        )
+    finally:
+        bars.close()  # before any error line, so that line is the last one on stderr
+    print(format_summary(advice))
+    print(f"written to {out}/: {REPORT_FILE}, " + ", ".join(advice.files[key] for key in ("plot", "thumbnails", "references")))
+    return 0
+
+
+class _ProgressBars:
+    """One tqdm bar per stage on stderr."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit="img" if "features" in stage else "step", file=sys.stderr)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
