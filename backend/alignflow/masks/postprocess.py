@@ -20,9 +20,9 @@ chain, in this order, each step with its own switch:
 Multi-class masks go through the chain as K - 1 binary planes. With ``nested`` (default) plane c is the level set
 "class >= c", for classes that lie inside one another like Drishti-GS's cup (2) inside the disc (rim 1 + cup 2):
 every step is an increasing operator, so processed level sets stay nested and the cup stays inside the disc; the
-nesting is re-imposed after each step anyway, because float rounding of a blurred value at exactly 0.5 could break
-it. Without ``nested`` plane c is "class == c", processed on its own; where processed planes overlap the higher
-class wins, and pixels no plane claims are background. Either way every output id is in 0..K-1.
+nesting is re-imposed after each step anyway, because float rounding of blurred values next to 0.5 could break it.
+Without ``nested`` plane c is "class == c", processed on its own; where processed planes overlap the higher class
+wins, and pixels no plane claims are background. Either way every output id is in 0..K-1.
 
 Two implementations share this code: ``"fast"`` (default, :mod:`alignflow.masks.morphology`, a few milliseconds
 per 512 x 512 mask) and ``"scikit-image"``, the plain library calls, kept as the reference that the fast path is
@@ -67,21 +67,13 @@ class PostprocessConfig:
     nested: bool = True  # classes lie inside one another (class c inside class c - 1), e.g. cup inside disc
 
     def validate(self) -> None:
-        _require_int(self.num_classes, "num_classes", 2, f"an integer number of classes in 2..{MAX_CLASSES}")
-        if self.num_classes > MAX_CLASSES:
-            raise InputError("num_classes", f"an integer number of classes in 2..{MAX_CLASSES}", repr(self.num_classes))
-        _require_number(self.threshold, "threshold", "a number strictly between 0 and 1")
-        if not 0.0 < self.threshold < 1.0:
-            raise InputError("threshold", "a number strictly between 0 and 1", repr(self.threshold))
-        _require_number(self.tolerance, "tolerance", "a non-negative number of level spacings")
-        if self.tolerance < 0:
-            raise InputError("tolerance", "a non-negative number of level spacings", repr(self.tolerance))
-        _require_number(self.sigma, "sigma", "a non-negative blur in pixels (0 = off)")
-        if self.sigma < 0:
-            raise InputError("sigma", "a non-negative blur in pixels (0 = off)", repr(self.sigma))
+        _check_num_classes(self.num_classes)
+        _require_number(self.threshold, "threshold", "a number strictly between 0 and 1", lambda v: 0.0 < v < 1.0)
+        _require_number(self.tolerance, "tolerance", "a non-negative number of level spacings", lambda v: v >= 0.0)
+        _require_number(self.sigma, "sigma", "a non-negative blur in pixels (0 = off)", lambda v: v >= 0.0)
         for name in ("opening_radius", "closing_radius"):
-            _require_int(getattr(self, name), name, 0, "a non-negative integer radius in pixels (0 = off)")
-        _require_int(self.min_area, "min_area", 0, "a non-negative integer area in pixels (0 = off)")
+            _require_int(getattr(self, name), name, 0, None, "a non-negative integer radius in pixels (0 = off)")
+        _require_int(self.min_area, "min_area", 0, None, "a non-negative integer area in pixels (0 = off)")
         for name in ("remove_invalid", "fill_holes", "nested"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise InputError(name, "true or false", repr(getattr(self, name)))
@@ -97,13 +89,15 @@ class PostprocessConfig:
         return config
 
 
-def _require_number(value: Any, name: str, expected: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+def _require_number(value: Any, name: str, expected: str, allowed: Callable[[float], bool]) -> None:
+    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or not allowed(float(value)):
         raise InputError(name, expected, repr(value))
 
 
-def _require_int(value: Any, name: str, minimum: int, expected: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+def _require_int(value: Any, name: str, minimum: int, maximum: int | None, expected: str) -> None:
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not is_int or value < minimum or (maximum is not None and value > maximum):
         raise InputError(name, expected, repr(value))
 
 
@@ -204,7 +198,10 @@ def _planes_to_ids(planes: list[np.ndarray]) -> np.ndarray:
     return ids
 
 
-def _enabled_steps(config: PostprocessConfig, ops: _PlaneOperations) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+_PlaneStep = Callable[[np.ndarray], np.ndarray]
+
+
+def _enabled_steps(config: PostprocessConfig, ops: _PlaneOperations) -> list[tuple[str, _PlaneStep]]:
     candidates = [
         ("blur", config.sigma > 0, lambda plane: ops.smooth(plane, config.sigma)),
         ("opening", config.opening_radius > 0, lambda plane: ops.opening(plane, config.opening_radius)),
@@ -215,7 +212,9 @@ def _enabled_steps(config: PostprocessConfig, ops: _PlaneOperations) -> list[tup
     return [(name, step) for name, enabled, step in candidates if enabled]
 
 
-def _run_chain(raw: Any, config: PostprocessConfig, implementation: str, where: str) -> Iterator[tuple[str, list[np.ndarray]]]:
+def _run_chain(
+    raw: Any, config: PostprocessConfig, implementation: str, where: str
+) -> Iterator[tuple[str, list[np.ndarray]]]:
     config.validate()
     ops = _operations(implementation)
     planes = _threshold_planes(_check_raw(raw, config, where), config)
@@ -228,7 +227,9 @@ def _run_chain(raw: Any, config: PostprocessConfig, implementation: str, where: 
         yield name, planes
 
 
-def postprocess_steps(raw: Any, config: PostprocessConfig, *, implementation: str = "fast") -> list[tuple[str, np.ndarray]]:
+def postprocess_steps(
+    raw: Any, config: PostprocessConfig, *, implementation: str = "fast"
+) -> list[tuple[str, np.ndarray]]:
     """The class ids ``uint8 [H, W]`` after each enabled step, named as in :data:`STEP_NAMES` (for pictures)."""
     return [(name, _planes_to_ids(planes)) for name, planes in _run_chain(raw, config, implementation, "raw")]
 
@@ -261,7 +262,7 @@ def postprocess_masks(raws: Any, config: PostprocessConfig, *, implementation: s
 
 
 def _check_num_classes(num_classes: Any) -> None:
-    _require_int(num_classes, "num_classes", 2, f"an integer number of classes in 2..{MAX_CLASSES}")
+    _require_int(num_classes, "num_classes", 2, MAX_CLASSES, f"an integer number of classes in 2..{MAX_CLASSES}")
 
 
 def mask_statistics(masks: Any, num_classes: int) -> dict[str, Any]:
@@ -279,7 +280,8 @@ def mask_statistics(masks: Any, num_classes: int) -> dict[str, Any]:
     if array.ndim != 3 or not np.issubdtype(array.dtype, np.integer):
         raise InputError("masks", "an integer array of class ids [N, H, W]", f"{array.dtype} of shape {array.shape}")
     if array.size and (int(array.min()) < 0 or int(array.max()) >= num_classes):
-        raise InputError("masks", f"class ids in 0..{num_classes - 1}", f"values {int(array.min())}..{int(array.max())}")
+        got = f"values {int(array.min())}..{int(array.max())}"
+        raise InputError("masks", f"class ids in 0..{num_classes - 1}", got)
     count = len(array)
     classes: dict[int, dict[str, float | None]] = {}
     for class_id in range(1, num_classes):
@@ -303,16 +305,14 @@ def mask_statistics(masks: Any, num_classes: int) -> dict[str, Any]:
     return {"num_masks": count, "empty_fraction": empty / count if count else None, "classes": classes}
 
 
-def off_level_fraction(raws: Any, num_classes: int, tolerance: float = 0.25) -> float:
+def raw_invalid_fraction(raws: Any, num_classes: int, tolerance: float = 0.25) -> float:
     """Fraction of raw float pixels (any shape) farther than ``tolerance`` level spacings from every class level.
 
     Levels are c / (K - 1); NaN and infinite values count as off-level. This is the "fraction of invalid pixel
     values" of a raw generated mask: 0 for a clean rendering, larger for blurry edges, noise and out-of-range values.
     """
     _check_num_classes(num_classes)
-    _require_number(tolerance, "tolerance", "a number of level spacings in [0, 0.5)")
-    if not 0.0 <= tolerance < 0.5:
-        raise InputError("tolerance", "a number of level spacings in [0, 0.5)", repr(tolerance))
+    _require_number(tolerance, "tolerance", "a number of level spacings in [0, 0.5)", lambda v: 0.0 <= v < 0.5)
     array = np.asarray(raws)
     if not np.issubdtype(array.dtype, np.floating) or array.size == 0:
         raise InputError("raws", "a non-empty float array of grey levels", f"{array.dtype} of shape {array.shape}")

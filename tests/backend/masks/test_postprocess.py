@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+import skimage.morphology as skm
 from skimage.measure import perimeter
 
 from alignflow.data import read_mask
@@ -18,7 +19,7 @@ from alignflow.masks.postprocess import (
     STEP_NAMES,
     PostprocessConfig,
     mask_statistics,
-    off_level_fraction,
+    raw_invalid_fraction,
     postprocess_mask,
     postprocess_masks,
     postprocess_steps,
@@ -45,7 +46,8 @@ def corrupt(ids: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.n
     """Generator-like raw grey mask: soft edges, blotchy noise that makes edges ragged, speckle, off-range values."""
     raw = ndi.gaussian_filter(grey(ids, num_classes), 1.0)
     spacing = 1.0 / (num_classes - 1)
-    raw += ndi.gaussian_filter(rng.normal(0.0, 0.5 * spacing, ids.shape), 1.0) + rng.normal(0.0, 0.1 * spacing, ids.shape)
+    raw += ndi.gaussian_filter(rng.normal(0.0, 0.5 * spacing, ids.shape), 1.0)
+    raw += rng.normal(0.0, 0.1 * spacing, ids.shape)
     speckle = rng.random(ids.shape) < 0.003
     raw[speckle] = rng.uniform(-0.4, 1.4, int(speckle.sum()))
     return raw.astype(np.float32)
@@ -121,7 +123,8 @@ def test_blur_smooths_a_jagged_edge_and_keeps_the_shape() -> None:
 def test_binary_threshold_and_invalid_values() -> None:
     raw = np.array([[0.0, 0.49, 0.5, 0.51, 1.0, 1.2, 1.3, -0.2, -0.3, np.nan]], np.float32)
     np.testing.assert_array_equal(postprocess_mask(raw, ALL_OFF)[0], [0, 0, 1, 1, 1, 1, 0, 0, 0, 0])
-    np.testing.assert_array_equal(postprocess_mask(raw, replace(ALL_OFF, threshold=0.3))[0], [0, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+    lower = postprocess_mask(raw, replace(ALL_OFF, threshold=0.3))[0]
+    np.testing.assert_array_equal(lower, [0, 1, 1, 1, 1, 1, 0, 0, 0, 0])
     kept = postprocess_mask(raw, replace(ALL_OFF, remove_invalid=False))[0]
     np.testing.assert_array_equal(kept, [0, 0, 1, 1, 1, 1, 1, 0, 0, 0])  # 1.3 clipped to foreground; NaN never
 
@@ -226,14 +229,13 @@ def test_fast_path_equals_scikit_image(config: PostprocessConfig, shared_data: P
 
 def test_fast_morphology_matches_the_libraries_at_image_borders() -> None:
     """Shapes cut by the image edge: the border rules (erosion keeps edge pixels, dilation adds none) must hold."""
-    import skimage.morphology as skm
-
     rng = np.random.default_rng(3)
     for _ in range(20):
         mask = ndi.gaussian_filter(rng.random((30, 41)), 2.0) > 0.5
         for radius in (1, 3, 6):
-            np.testing.assert_array_equal(morphology.erode(mask, radius), skm.erosion(mask, skm.disk(radius), mode="ignore"))
-            np.testing.assert_array_equal(morphology.dilate(mask, radius), skm.dilation(mask, skm.disk(radius), mode="ignore"))
+            footprint = skm.disk(radius)
+            np.testing.assert_array_equal(morphology.erode(mask, radius), skm.erosion(mask, footprint, mode="ignore"))
+            np.testing.assert_array_equal(morphology.dilate(mask, radius), skm.dilation(mask, footprint, mode="ignore"))
 
 
 def test_batches_equal_single_masks(kvasir: Path) -> None:
@@ -272,13 +274,13 @@ def test_mask_statistics_known_answers() -> None:
     assert mask_statistics(np.zeros((2, 8, 8), np.uint8), 2)["classes"][1]["roughness_mean"] is None
 
 
-def test_off_level_fraction() -> None:
+def test_raw_invalid_fraction() -> None:
     raw = np.array([0.0, 0.2, 0.3, 0.5, 0.74, 0.8, 1.0, 1.2, 1.3, -0.3, np.nan, np.inf], np.float32)
     # Binary levels 0 and 1: only 0.0, 0.2, 0.8, 1.0 and 1.2 lie within 0.25 of one.
-    assert off_level_fraction(raw, 2) == pytest.approx(7 / 12)
-    assert off_level_fraction(raw, 2, tolerance=0.0) == pytest.approx(10 / 12)
+    assert raw_invalid_fraction(raw, 2) == pytest.approx(7 / 12)
+    assert raw_invalid_fraction(raw, 2, tolerance=0.0) == pytest.approx(10 / 12)
     # Levels 0, 0.5, 1 (tolerance 0.125 in grey): only 0.0, 0.5 and 1.0.
-    assert off_level_fraction(raw, 3) == pytest.approx(9 / 12)
+    assert raw_invalid_fraction(raw, 3) == pytest.approx(9 / 12)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -337,5 +339,5 @@ def test_bad_arrays_and_config_keys() -> None:
         mask_statistics(np.full((1, 4, 4), 3, np.uint8), 3)
     assert error.value.where == "masks"
     with pytest.raises(InputError) as error:
-        off_level_fraction(np.zeros(4, np.float32), 2, tolerance=0.5)
+        raw_invalid_fraction(np.zeros(4, np.float32), 2, tolerance=0.5)
     assert error.value.where == "tolerance"
