@@ -19,7 +19,8 @@ from .atomic import atomic_directory, atomic_write_json
 from .data import list_images, load_masks, load_reference_images, read_mask, resize_to, scan_dataset, select_references, to_uint8, write_image, write_mask
 from .device import resolve_device
 from .errors import check_known_keys
-from .generation import generate_images, load_generator
+from .fidelity.filtering import generate_with_fidelity
+from .generation import load_generator
 from .training.config import TrainConfig
 from .training.events import EventLog, Listener
 from .training.trainer import train
@@ -57,6 +58,9 @@ class AugmentConfig:
     export_name: str = "Dataset500_AlignFlow"
     generator: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # extra TrainConfig options for both stages
+    # Mask fidelity (docs/label-drift.md): an evaluator segmenter (alignflow train-evaluator) scores every generated
+    # image against its mask, in the report and in each manifest row.
+    evaluator: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> AugmentConfig:
@@ -83,16 +87,21 @@ def _masks_to_generate(config: AugmentConfig) -> list[tuple[str, Path]]:
 
 
 def write_synthetic_pairs(
-    out: Path, stems: list[str], images: torch.Tensor, mask_paths: list[Path], seeds: list[int], provenance: dict[str, Any]
+    out: Path, stems: list[str], images: torch.Tensor, mask_paths: list[Path], seeds: list[int], provenance: dict[str, Any],
+    per_image: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """``out/images`` + ``out/masks`` at each mask's original size, plus ``manifest.json``; all or nothing."""
+    """``out/images`` + ``out/masks`` at each mask's original size, plus ``manifest.json``; all or nothing.
+
+    ``per_image`` adds fields to each image's manifest row (e.g. its mask-fidelity scores).
+    """
     rows = []
+    extras = per_image if per_image is not None else [{} for _ in stems]
     with atomic_directory(out) as tmp:
-        for stem, image, mask_path, seed in zip(stems, images, mask_paths, seeds):
+        for stem, image, mask_path, seed, extra in zip(stems, images, mask_paths, seeds, extras):
             mask = read_mask(mask_path)
             write_image(tmp / "images" / f"{stem}.png", resize_to(to_uint8(image), mask.shape))
             write_mask(tmp / "masks" / f"{stem}.png", mask, binary_as_255=int(mask.max()) <= 1)
-            rows.append({"stem": stem, "synthetic": True, "seed": seed, "source_mask": str(mask_path), **provenance})
+            rows.append({"stem": stem, "synthetic": True, "seed": seed, "source_mask": str(mask_path), **provenance, **extra})
         atomic_write_json(tmp / "manifest.json", rows)
     return out
 
@@ -156,6 +165,7 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     references = select_references(Path(config.references), config.num_references, config.seed)
     target_paths = list_images(Path(config.target)) if config.target else references
     masks = _masks_to_generate(config)
+    evaluator, ceiling = _fidelity_evaluator(config, len(masks), device)
     stage1 = train(config.stage_config(1), listeners, resume=resume)
     stage2 = train(config.stage_config(2), listeners, resume=resume)
     report: dict[str, Any] = {"version": __version__, "python": platform.python_version(), "torch": torch.__version__,
@@ -172,15 +182,16 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
         generator = load_generator(folder, device)
         resolution = generator.config.resolution
         mask_ids = load_masks([path for _, path in chosen], resolution)
-        seeds = [config.seed + i for i in range(len(chosen))]
         log.emit("progress", stage=f"generate:{name}", step=0, total=len(chosen))
-        images = generate_images(
-            generator, mask_ids, seeds=seeds, num_steps=config.sample_steps, guidance_scale=config.guidance_scale,
-            precision=config.precision,
-            on_batch=lambda done, total, n=name: log.emit("progress", stage=f"generate:{n}", step=done, total=total),
+        generated = generate_with_fidelity(
+            generator, mask_ids, evaluator=evaluator, seed=config.seed, num_steps=config.sample_steps,
+            guidance_scale=config.guidance_scale, precision=config.precision,
+            on_progress=lambda done, total, n=name: log.emit("progress", stage=f"generate:{n}", step=done, total=total),
         )
+        images, seeds = generated.images, generated.seeds
         provenance = generation_provenance(generator, config.guidance_scale, config.sample_steps)
-        pairs_dir = write_synthetic_pairs(out / "synthetic" / name, [s for s, _ in chosen], images, [p for _, p in chosen], seeds, provenance)
+        pairs_dir = write_synthetic_pairs(out / "synthetic" / name, [s for s, _ in chosen], images, [p for _, p in chosen],
+                                          seeds, provenance, generated.rows)
         if kid_to_target is None:
             from .metrics.kid import KernelInceptionDistanceTo
 
@@ -193,6 +204,10 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
             "kid": kid, "kid_std": kid_std, "subset_size": subset, "generated": len(images),
             "target": len(target_paths),
         }
+        if evaluator is not None:
+            from .fidelity.metric import fidelity_report
+
+            report["models"][name]["mask_fidelity"] = fidelity_report(evaluator, generated.scores, ceiling, config.masks or config.source)
     if config.export_format:
         report["export"] = str(_export(config, out, report, log))
     report["kid_target"] = "target images" if config.target else "reference images"
@@ -203,9 +218,26 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     return report
 
 
+def _fidelity_evaluator(config: AugmentConfig, count: int, device: torch.device) -> tuple[Any, Any]:
+    """The evaluator (when configured) and its ceiling on the real pairs whose masks are generated from."""
+    if not config.evaluator:
+        return None, None
+    from .fidelity.metric import score_real_dataset
+    from .fidelity.segmenter import check_independent, load_segmenter
+
+    evaluator = load_segmenter(config.evaluator, device)
+    if config.train.get("mask_segmenter") and config.train.get("w_mask", 0) > 0:
+        check_independent(evaluator, load_segmenter(config.train["mask_segmenter"], device))
+    return evaluator, score_real_dataset(evaluator, Path(config.masks or config.source), limit=count)
+
+
 def format_report(report: dict[str, Any]) -> str:
+    from .fidelity.metric import format_fidelity
+
     lines = [f"KID to the {report['kid_target']} (FID-Inception features; lower is closer to the target):"]
     for name, values in report["models"].items():
         lines.append(f"  {name:8s} KID = {values['kid']:.4f} +- {values['kid_std']:.4f}  ({values['generated']} generated vs {values['target']} target; pairs in {values['pairs']})")
+        if values.get("mask_fidelity"):
+            lines.append(f"  {'':8s} {format_fidelity(values['mask_fidelity'])}")
     return "\n".join(lines)
 

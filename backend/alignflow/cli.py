@@ -20,6 +20,9 @@ from .errors import InputError
 EXIT_INPUT_ERROR = 2
 
 
+IMAGE_STAGES = ("encode", "generate", "masks:generate", "export")  # stages whose progress counts images, not steps
+
+
 class ProgressPrinter:
     """Renders the event stream as one tqdm bar per stage, with the loss terms as the postfix."""
 
@@ -45,7 +48,7 @@ class ProgressPrinter:
         if stage not in self.bars or self.bars[stage].total != total:
             self.close()  # one bar at a time: stages run one after another
             label = {"1": "stage 1", "2": "stage 2"}.get(stage, stage)
-            self.bars[stage] = tqdm(total=total, desc=label, unit="step" if stage in ("1", "2", "masks") else "img", dynamic_ncols=True)
+            self.bars[stage] = tqdm(total=total, desc=label, unit="img" if stage.startswith(IMAGE_STAGES) else "step", dynamic_ncols=True)
         return self.bars[stage]
 
     def close(self) -> None:
@@ -142,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Engine areas that add their own subcommands. Each module defines ``register(commands, add_common_flags)``, which
 # adds its parsers with ``set_defaults(handler=...)``; a handler takes the parsed args and returns an exit code.
 # The modules import their heavy dependencies inside the handlers, so ``alignflow --help`` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ("alignflow.advisor.commands", "alignflow.export.commands", "alignflow.masks.commands", "alignflow.metrics.commands")
+COMMAND_MODULES: tuple[str, ...] = ("alignflow.advisor.commands", "alignflow.export.commands", "alignflow.fidelity.commands", "alignflow.masks.commands", "alignflow.metrics.commands", "alignflow.segmentation.commands")
 
 
 def _options(args: argparse.Namespace, drop: Sequence[str] = ()) -> dict[str, Any]:
@@ -173,8 +176,6 @@ def _run_training(args: argparse.Namespace, stage: int) -> int:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    import torch
-
     from .augment import generation_provenance, write_synthetic_pairs
     from .data import list_images, load_masks, scan_dataset
     from .device import resolve_device

@@ -203,6 +203,15 @@ def load_masks(paths: Sequence[Path | str], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(loaded)).long()
 
 
+def random_flips(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal and vertical flips, the same for an image and its mask (drawn per sample)."""
+    for axis in (-1, -2):
+        chosen = torch.rand(images.shape[0]) < 0.5
+        images = torch.where(chosen[:, None, None, None], images.flip(axis), images)
+        masks = torch.where(chosen[:, None, None], masks.flip(axis), masks)
+    return images, masks
+
+
 def split_indices(n: int, fractions_or_counts: Sequence[float] | Sequence[int], seed: int = 0) -> list[np.ndarray]:
     """Deterministically shuffle ``range(n)`` and cut it into parts (each returned sorted).
 

@@ -19,6 +19,9 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
     parser.add_argument("--size", type=int, help="side every image is resized to (default 256)")
     parser.add_argument("--limit", type=int, help="at most this many evenly spaced images per set")
     parser.add_argument("--kid-subset-size", type=int, help="KID subset size (default: the smaller set, at most 1000)")
+    parser.add_argument("--evaluator", help="segmenter (alignflow train-evaluator): mask fidelity of the generated images")
+    parser.add_argument("--masks", help="masks the images were generated from (default: GENERATED/masks)")
+    parser.add_argument("--ceiling", help="real dataset (images/ + masks/) for the evaluator's ceiling (default: --masks if it is one)")
     add_common_flags(parser)
     parser.set_defaults(handler=_run_evaluate_images)
 
@@ -33,6 +36,7 @@ def _run_evaluate_images(args: argparse.Namespace) -> int:
         values["generated"], values["target"], values["out"], source=values.get("source"), paired=values.get("paired"),
         size=values.get("size", DEFAULT_SIZE), limit=values.get("limit"), kid_subset_size=values.get("kid_subset_size"),
         seed=values.get("seed", 0), device=resolve_device(values.get("device", "auto")),
+        evaluator=values.get("evaluator"), masks=values.get("masks"), ceiling=values.get("ceiling"),
         on_stage=lambda stage: print(f"... {stage}", file=sys.stderr, flush=True),
     )
     print(format_report(report))

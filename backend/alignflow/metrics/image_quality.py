@@ -180,12 +180,17 @@ def evaluate_images(
     seed: int = 0,
     device: torch.device | str = "cpu",
     on_stage: Stage | None = None,
+    evaluator: Path | str | None = None,
+    masks: Path | str | None = None,
+    ceiling: Path | str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``generated`` against ``target``; write ``out/report.json`` and ``out/embedding.png``; return the report.
 
     ``source`` adds the source-to-target baseline and the source cloud in the map; paired metrics compare each
     generated image with the image of the same stem in ``paired`` (default: ``source``). ``limit`` takes at most
-    that many evenly spaced images per set.
+    that many evenly spaced images per set. ``evaluator`` (a segmenter folder) adds the mask fidelity of every
+    generated image to ``masks`` (default ``generated/masks``) and its ceiling on the real dataset ``ceiling``
+    (default: ``masks`` when it is a dataset folder); see :mod:`alignflow.fidelity.metric`.
     """
     from ..models.feature_encoders import DEFAULT_ENCODER, build_feature_encoder
     from .embedding import plot_embedding, tsne_embedding
@@ -218,6 +223,12 @@ def evaluate_images(
         report["paired"] = paired_scores(sets["generated"], partners, device)
     else:
         report["paired"] = None
+    report["mask_fidelity"] = None
+    if evaluator is not None:
+        from ..fidelity.metric import evaluate_fidelity
+
+        stage("mask fidelity")
+        report["mask_fidelity"] = evaluate_fidelity(evaluator, generated, masks, ceiling, device)
     stage("t-SNE")
     out = Path(out)
     points = tsne_embedding({name: f["reward"] for name, f in features.items()}, seed)
@@ -246,6 +257,10 @@ def format_report(report: dict[str, Any]) -> str:
         psnr = "inf" if paired["psnr_db"] is None else f"{paired['psnr_db']:.2f} dB"
         lines.append(f"paired with {paired['paired_with']} ({paired['pairs']} pairs): SSIM {paired['ssim']:.4f}, "
                      f"PSNR {psnr}, ST-LPIPS {paired['lpips_shift_tolerant']:.4f}")
+    if report.get("mask_fidelity"):
+        from ..fidelity.metric import format_fidelity
+
+        lines.append(format_fidelity(report["mask_fidelity"]))
     counts = ", ".join(f"{name} {values['count']}" for name, values in report["sets"].items())
     lines.append(f"images: {counts} at {report['image_size']} px; {report['seconds']} s")
     return "\n".join(lines)

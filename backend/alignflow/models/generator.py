@@ -16,6 +16,9 @@ pretrained SD3.5 weights valid and the rest of the code in the paper's notation.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -52,6 +55,9 @@ class GeneratorConfig:
     pretrained: str | None = None
     controlnet_pretrained: str | None = None
     prompt: str = "An image of a polyp"  # the paper's template "An image of ..."
+    # Alignment Regularization (training/alignment_regularization.py): a second output head that denoises the mask
+    # latents during training. Saved and loaded with the generator; generation never uses it.
+    mask_head: bool = False
 
     @property
     def width(self) -> int:
@@ -116,6 +122,18 @@ class FixedPromptConditioning(nn.Module):
         return self.tokens[index], self.pooled[index]
 
 
+class MaskHead(nn.Module):
+    """The mask branch's output layers (free-lunch paper, Eq. 3): its own copy of the transformer's final norm and
+    projection, on the shared transformer body. Starts as a copy of the image head, so a stage-1 generator that
+    gains the head later begins with consistent predictions."""
+
+    def __init__(self, transformer: SD3Transformer2DModel):
+        super().__init__()
+        self.norm_out = copy.deepcopy(transformer.norm_out)
+        self.proj_out = copy.deepcopy(transformer.proj_out)
+        self.requires_grad_(True)  # trained even when the copied (sd3) transformer is frozen
+
+
 class AlignFlowGenerator(nn.Module):
     """v_theta(x_t, t, c_m, c_p): SD3 transformer with a ControlNet branch that reads the mask latents c_m."""
 
@@ -131,6 +149,29 @@ class AlignFlowGenerator(nn.Module):
         self.transformer = transformer
         self.controlnet = controlnet
         self.conditioning = conditioning
+        self.mask_head: MaskHead | None = None
+
+    def add_mask_head(self) -> None:
+        """Build the Alignment Regularization head (a no-op when there is one)."""
+        if self.mask_head is None:
+            self.mask_head = MaskHead(self.transformer).to(next(self.transformer.parameters()).device)
+        self.config.mask_head = True
+
+    @contextlib.contextmanager
+    def _mask_head_output(self) -> Iterator[None]:
+        """Route the transformer's output through the mask head for one call.
+
+        diffusers' SD3 transformer applies ``norm_out``, ``proj_out`` and its unpatchify inside ``forward``, with no
+        way to ask for a second head; swapping the two layers for the call reuses everything else unchanged.
+        """
+        if self.mask_head is None:
+            raise InputError("generator.mask_head", "a generator built with the mask head (alignment regularization)", "none")
+        image_head = self.transformer.norm_out, self.transformer.proj_out
+        self.transformer.norm_out, self.transformer.proj_out = self.mask_head.norm_out, self.mask_head.proj_out
+        try:
+            yield
+        finally:
+            self.transformer.norm_out, self.transformer.proj_out = image_head
 
     def velocity(
         self,
@@ -138,12 +179,17 @@ class AlignFlowGenerator(nn.Module):
         t: torch.Tensor,
         mask_latents: torch.Tensor,
         keep: torch.Tensor | None = None,
+        head: str = "image",
     ) -> torch.Tensor:
         """Predicted velocity x1 - eps at paper time ``t`` (shape [N]).
 
         ``keep`` (bool, [N]) marks the samples that see their condition; the others see the null/empty prompt and
-        no ControlNet residuals, which is the unconditional branch of classifier-free guidance.
+        no ControlNet residuals, which is the unconditional branch of classifier-free guidance. ``head="mask"``
+        denoises mask latents with the mask head (training with Alignment Regularization only).
         """
+        if head == "mask":
+            with self._mask_head_output():
+                return self.velocity(x_t, t, mask_latents, keep)
         batch = x_t.shape[0]
         if keep is None:
             keep = torch.ones(batch, dtype=torch.bool, device=x_t.device)
@@ -200,7 +246,7 @@ class AlignFlowGenerator(nn.Module):
         if which == "all":
             return [p for p in self.parameters() if p.requires_grad]
         if which == "controlnet":
-            return list(self.controlnet.parameters())
+            return list(self.controlnet.parameters()) + (list(self.mask_head.parameters()) if self.mask_head else [])
         raise InputError("trainable", "'all' or 'controlnet'", repr(which))
 
 
@@ -229,7 +275,10 @@ def build_generator(config: GeneratorConfig) -> AlignFlowGenerator:
     if config.kind == "sd3":
         from .sd3 import build_sd3_generator
 
-        return build_sd3_generator(config)
-    transformer, controlnet = _compact_backbones(config)
-    conditioning = LearnedConditioning(config.context_tokens, config.width)
-    return AlignFlowGenerator(config, transformer, controlnet, conditioning)
+        generator = build_sd3_generator(config)
+    else:
+        transformer, controlnet = _compact_backbones(config)
+        generator = AlignFlowGenerator(config, transformer, controlnet, LearnedConditioning(config.context_tokens, config.width))
+    if config.mask_head:
+        generator.add_mask_head()
+    return generator

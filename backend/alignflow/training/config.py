@@ -41,6 +41,10 @@ class TrainConfig:
     reward: str = "mmd"  # "mmd" or "skl"
     frozen_model: str = "current"  # v_theta*: "current" weights under no_grad, or a "snapshot" taken at stage start
     feature_encoder: str = "efficientnet-lite0"
+    # Label drift (docs/label-drift.md)
+    w_ar: float = 0.0  # Alignment Regularization in every denoising step (adds the generator's mask head); 0 = off
+    w_mask: float = 0.0  # stage 2: weight of the mask-consistency loss L_M; 0 = off (ignored in stage 1)
+    mask_segmenter: str | None = None  # the frozen reward segmenter of L_M (alignflow train-evaluator --role reward)
     # Housekeeping
     max_pairs: int | None = None  # use only the first N pairs (quick runs)
     seed: int = 0
@@ -76,6 +80,12 @@ class TrainConfig:
             raise InputError("frozen_model", "'current' or 'snapshot'", repr(self.frozen_model))
         if not 0.0 <= self.cond_dropout < 1.0:
             raise InputError("cond_dropout", "a fraction in [0, 1)", str(self.cond_dropout))
+        for name in ("w_ar", "w_mask"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < float("inf"):
+                raise InputError(name, "a finite weight >= 0 (0 turns the term off)", repr(value))
+        if self.w_mask > 0 and not self.mask_segmenter:
+            raise InputError("--mask-segmenter", "the reward segmenter (alignflow train-evaluator --role reward) when w_mask > 0", "nothing")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -89,6 +89,7 @@ class TrainingRun:
     """One training run to ``config.steps``. Subclasses set ``self.model`` and ``self.optimizer`` in ``_prepare``."""
 
     stage: int | str  # the ``stage`` field of this run's events
+    result_folder: str = "generator"  # the subfolder ``_export`` writes the trained model to
 
     def __init__(self, config: RunConfig, listeners: list[Listener] | None = None, resume: bool = False):
         config.validate()
@@ -120,7 +121,7 @@ class TrainingRun:
         """Train to ``config.steps`` (continuing a checkpoint when resuming) and return the exported folder."""
         config = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume and ((self.run_dir / CONFIG_FILE).exists() or (self.run_dir / "generator").exists()):
+        if not self.resume and ((self.run_dir / CONFIG_FILE).exists() or (self.run_dir / self.result_folder).exists()):
             raise InputError(self.run_dir, "a new run folder (this one holds a run: add --resume to continue it, or choose another --out)")
         finished = self._finished_result()
         if finished is not None:
@@ -145,9 +146,9 @@ class TrainingRun:
         if not (self.resume and summary.exists()):
             return None
         done = json.loads(summary.read_text())
-        if done.get("steps") == self.config.steps and (self.run_dir / "generator").is_dir():
+        if done.get("steps") == self.config.steps and (self.run_dir / self.result_folder).is_dir():
             self.log.emit("done", **done, skipped=True)
-            return self.run_dir / "generator"
+            return self.run_dir / self.result_folder
         return None
 
     def _maybe_resume(self) -> tuple[int, float]:
@@ -187,7 +188,7 @@ class TrainingRun:
         summary = {
             "stage": self.stage, "steps": config.steps, "seconds": seconds,
             "seconds_per_step": self.timer.per_step(), "peak_memory_mb": peak_memory_mb(self.device),
-            "generator": str(folder),
+            self.result_folder: str(folder),
         }
         atomic_write_json(self.run_dir / "summary.json", summary)
         self.log.emit("done", **summary)

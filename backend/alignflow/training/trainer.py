@@ -25,6 +25,7 @@ from ..rewards import AlignmentReward
 from .checkpoint import load_tensors, read_generator_folder, save_generator, save_tensors
 from .events import EventLog, Listener
 from .loop import TrainingRun, seed_everything
+from .alignment_regularization import denoising_with_alignment_regularization
 from .flow_matching import denoising_loss, euler_sample, frozen_euler, tunable_jump
 from .config import TrainConfig
 
@@ -83,7 +84,17 @@ def _encode_dataset(
 
 
 def _generator_for_run(config: TrainConfig, num_classes: int, device: torch.device) -> tuple[AlignFlowGenerator, dict[str, Any]]:
-    """Stage 1 builds a fresh generator (or continues ``init``); stage 2 always starts from ``init``."""
+    """Stage 1 builds a fresh generator (or continues ``init``); stage 2 always starts from ``init``.
+
+    With Alignment Regularization (``w_ar`` > 0) a generator without a mask head gets one, copied from its image head.
+    """
+    model, info = _built_or_loaded_generator(config, num_classes, device)
+    if config.w_ar > 0:
+        model.add_mask_head()
+    return model, info
+
+
+def _built_or_loaded_generator(config: TrainConfig, num_classes: int, device: torch.device) -> tuple[AlignFlowGenerator, dict[str, Any]]:
     if config.init:
         values, weights, info = read_generator_folder(Path(config.init))
         generator_config = GeneratorConfig.from_dict(values)
@@ -120,6 +131,7 @@ class Trainer(TrainingRun):
             raise InputError(config.source, "a dataset folder with images/ and masks/")
         seed_everything(config.seed)
         folder = scan_dataset(Path(config.source))
+        self.folder = folder
         self.model, self.init_info = _generator_for_run(config, folder.num_classes, self.device)
         gconfig = self.model.config
         self.codec = build_codec(gconfig, self.device)
@@ -136,6 +148,7 @@ class Trainer(TrainingRun):
             self.model.tunable_parameters(config.trainable), lr=config.lr, weight_decay=config.weight_decay
         )
         self.reward = None
+        self.mask_reward = None
         self.references_used: list[str] = []
         if config.stage == 2:
             self._prepare_alignment()
@@ -158,6 +171,23 @@ class Trainer(TrainingRun):
             # Rebuilt from the stage-1 weights (not copied from the current ones), so a resumed run keeps the same v_theta*.
             snapshot, _ = _generator_for_run(config, self.model.config.num_classes, self.device)
             self.frozen = snapshot.requires_grad_(False).eval()
+        if config.w_mask > 0:
+            self._prepare_mask_reward()
+
+    def _prepare_mask_reward(self) -> None:
+        """L_M's frozen segmenter and the class-id masks of the training pairs (the targets of each step's masks)."""
+        from ..data import load_masks
+        from ..fidelity.segmenter import load_segmenter
+        from ..rewards.mask_consistency import MaskConsistencyReward
+
+        segmenter = load_segmenter(self.config.mask_segmenter, self.device)
+        if segmenter.config.num_classes != self.model.config.num_classes:
+            raise InputError(self.config.mask_segmenter, f"a segmenter of {self.model.config.num_classes} classes like the generator",
+                             str(segmenter.config.num_classes))
+        self.mask_reward = MaskConsistencyReward(segmenter.model)
+        by_stem = {pair.stem: pair.mask for pair in self.folder.pairs}
+        masks = load_masks([by_stem[stem] for stem in self.data.stems], self.model.config.resolution)
+        self.mask_ids = masks.to(torch.uint8).to(self.device)  # uint8: 16 kB per mask at 128 px
 
     # ----------------------------------------------------------------- steps
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,6 +196,8 @@ class Trainer(TrainingRun):
 
     def _stage1_step(self) -> dict[str, float]:
         x1, masks = self._batch()
+        if self.config.w_ar > 0:
+            return self._denoising_with_ar_step(x1, masks)
         started = time.perf_counter()
         with autocast(self.device, self.config.precision):
             loss = denoising_loss(self.model, x1, masks, cond_dropout=self.config.cond_dropout)
@@ -173,8 +205,22 @@ class Trainer(TrainingRun):
         self.timer.add("denoising", time.perf_counter() - started)
         return {"loss": loss.item(), "loss_denoising": loss.item()}
 
-    def _alignment_loss(self) -> tuple[torch.Tensor, int]:
-        """Algorithm 1 lines 9-20: partially tunable inference, decode, features, MMD (or SKL)."""
+    def _denoising_with_ar_step(self, x1: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+        """L_D + w_ar L_AR (free-lunch Eq. 5), both from one draw of noise and time."""
+        with autocast(self.device, self.config.precision):
+            denoising, regularization = denoising_with_alignment_regularization(
+                self.model, x1, masks, cond_dropout=self.config.cond_dropout, timer=self.timer)
+        started = time.perf_counter()
+        loss = denoising + self.config.w_ar * regularization
+        loss.backward()
+        self.timer.add("denoising_ar_backward", time.perf_counter() - started)
+        return {"loss": loss.item(), "loss_denoising": denoising.item(), "loss_ar": regularization.item()}
+
+    def _alignment_loss(self) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        """Algorithm 1 lines 9-20: partially tunable inference, decode, features, MMD (or SKL).
+
+        Returns the loss, k, and the decoded images with the indices of their masks (for L_M).
+        """
         config = self.config
         index = torch.randint(0, self.mask_latents.shape[0], (config.align_batch_size,))
         masks = self.mask_latents[index]
@@ -196,23 +242,27 @@ class Trainer(TrainingRun):
         with autocast(self.device, config.precision):
             loss = self.reward(images.float())
         self.timer.add("align_features", time.perf_counter() - started)
-        return loss, k
+        return loss, k, images, index
 
     def _step(self) -> dict[str, float]:
         return self._stage1_step() if self.config.stage == 1 else self._stage2_step()
 
     def _stage2_step(self) -> dict[str, float]:
         terms = self._stage1_step()
-        alignment, k = self._alignment_loss()
+        alignment, k, images, index = self._alignment_loss()
+        loss = self.config.w_align * alignment
+        if self.mask_reward is not None:
+            # L_M on the same decoded one-step estimate: no extra sampling, the gradient passes the graded step only.
+            started = time.perf_counter()
+            with autocast(self.device, self.config.precision):
+                mask_loss = self.mask_reward(images.float(), self.mask_ids[index].long())
+            self.timer.add("mask_reward", time.perf_counter() - started)
+            loss = loss + self.config.w_mask * mask_loss
+            terms["loss_mask"] = mask_loss.item()
         started = time.perf_counter()
-        (self.config.w_align * alignment).backward()
+        loss.backward()
         self.timer.add("align_backward", time.perf_counter() - started)
-        return {
-            "loss": terms["loss_denoising"] + self.config.w_align * alignment.item(),
-            "loss_denoising": terms["loss_denoising"],
-            "loss_align": alignment.item(),
-            "k": k,
-        }
+        return {**terms, "loss": terms["loss"] + loss.item(), "loss_align": alignment.item(), "k": k}
 
     # ----------------------------------------------------------------- outputs
     def _write_preview(self, step: int) -> None:
@@ -242,6 +292,8 @@ class Trainer(TrainingRun):
             "source": str(self.config.source),
             "references": self.references_used,
             "init": self.config.init,
+            "alignment_regularization": self.config.w_ar or None,
+            "mask_segmenter": self.config.mask_segmenter if self.config.stage == 2 and self.config.w_mask > 0 else None,
             "train_seconds": seconds + float(self.init_info.get("train_seconds", 0.0)) if self.config.init else seconds,
             "history": [*self.init_info.get("history", []), {"stage": self.config.stage, "steps": step, "seconds": seconds}],
         }

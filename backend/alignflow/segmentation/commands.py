@@ -1,0 +1,102 @@
+"""``alignflow train-segmenter`` and ``alignflow segment``: thin CLI clients of the MedFlowSeg engine API."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Options of ``segment`` (flags and --config keys) and their defaults; the paper samples 10 x 50 steps.
+SEGMENT_DEFAULTS: dict[str, Any] = {"num_samples": 10, "steps": 50, "batch_size": 4, "fusion": "staple", "limit": None,
+                                    "seed": 0, "device": "auto", "precision": "fp32"}
+
+
+def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    train = commands.add_parser("train-segmenter", help="train MedFlowSeg (flow-matching segmentation) on a labelled dataset", argument_default=argparse.SUPPRESS)
+    train.add_argument("--source", help="labelled dataset: a folder with images/ and masks/")
+    train.add_argument("--out", help="run folder")
+    train.add_argument("--preset", choices=["small", "paper"], help="model size: small (CPU, 128 px; default) or paper (256 px)")
+    train.add_argument("--resolution", type=int, help="image side in pixels (multiple of 16; default: the preset's)")
+    train.add_argument("--steps", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--max-pairs", type=int, help="train on the first N pairs only")
+    train.add_argument("--num-classes", type=int, help="class count when the masks may not show every class")
+    train.add_argument("--checkpoint-every", type=int)
+    train.add_argument("--preview-every", type=int)
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_common_flags(train)
+    train.set_defaults(handler=_run_train_segmenter)
+
+    segment = commands.add_parser("segment", help="segment images with a trained MedFlowSeg: fused labels, uncertainty maps, samples", argument_default=argparse.SUPPRESS)
+    segment.add_argument("--segmenter", help="a trained segmenter (train-segmenter run folder or its segmenter/ folder)")
+    segment.add_argument("--images", nargs="+", help="a folder of images or image files")
+    segment.add_argument("--out", help="output folder (labels/, uncertainty/, posterior/, samples/, manifest.json)")
+    segment.add_argument("--num-samples", type=int, help="ensemble size M (default 10, the paper's)")
+    segment.add_argument("--steps", type=int, help="Euler steps per sample (default 50, the paper's)")
+    segment.add_argument("--fusion", choices=["staple", "vote"], help="STAPLE (default) or majority vote")
+    segment.add_argument("--batch-size", type=int, help="images per model call (each holds M label maps; default 4)")
+    segment.add_argument("--limit", type=int, help="at most this many images")
+    add_common_flags(segment)
+    segment.set_defaults(handler=_run_segment)
+
+
+def _options(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    from ..cli import _options as cli_options
+
+    return cli_options(args, drop)
+
+
+def _run_train_segmenter(args: argparse.Namespace) -> int:
+    from ..cli import ProgressPrinter
+    from .config import SegmenterTrainConfig
+    from .trainer import train_segmenter
+
+    config = SegmenterTrainConfig.from_dict(_options(args, drop=("resume",)))
+    printer = ProgressPrinter()
+    try:
+        folder = train_segmenter(config, [printer], resume=getattr(args, "resume", False))
+    finally:
+        printer.close()
+    print(f"segmenter written to {folder}")
+    return 0
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from ..cli import ProgressPrinter
+    from ..data import list_images, read_image
+    from ..errors import InputError, check_known_keys
+    from .inference import load_segmenter, segment_images, write_segmentations
+
+    values = _options(args)
+    check_known_keys(values, {"segmenter", "images", "out", *SEGMENT_DEFAULTS}, "alignflow segment")
+    for name in ("segmenter", "images", "out"):
+        if not values.get(name):
+            raise InputError(f"--{name}", {"segmenter": "a trained segmenter folder", "images": "a folder of images or image files",
+                                           "out": "an output folder"}[name], "nothing")
+    options = {**SEGMENT_DEFAULTS, **values}
+    out = Path(options["out"])
+    if (out / "manifest.json").exists():
+        raise InputError(out, "a new output folder (this one holds a segmentation already)")
+    images = options["images"]
+    paths = list_images(images[0] if isinstance(images, list) and len(images) == 1 else images)
+    if options["limit"]:
+        paths = paths[: options["limit"]]
+    stems = [path.stem for path in paths]
+    if len(set(stems)) < len(stems):
+        twice = sorted({stem for stem in stems if stems.count(stem) > 1})
+        raise InputError("--images", "images with distinct file stems (outputs are named by stem)", f"{twice[:5]} more than once")
+    segmenter = load_segmenter(options["segmenter"], options["device"])
+    printer = ProgressPrinter()
+    try:
+        result = segment_images(
+            segmenter, [read_image(path) for path in paths], num_samples=options["num_samples"], num_steps=options["steps"],
+            seed=options["seed"], batch_size=options["batch_size"], fusion=options["fusion"], precision=options["precision"],
+            on_image=lambda done, total: printer({"type": "progress", "stage": "segment", "step": done, "total": total}),
+        )
+    finally:
+        printer.close()
+    write_segmentations(out, stems, result)
+    print(f"{len(paths)} images segmented ({options['num_samples']} samples x {options['steps']} steps, {options['fusion']}) into {out}")
+    return 0
