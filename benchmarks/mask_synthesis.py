@@ -1,12 +1,12 @@
 """Mask synthesis on real data: latent vs pixel space, post-processing step by step, best-of-K.
 
 For each dataset (Kvasir-SEG, binary; Drishti-GS_roi, 3 classes) and each data space of the mask generator, trains
-the generator for the same wall-clock budget, then samples masks and reports, for the raw samples, after each
+the generator for the same number of steps with the same number of tokens, then samples masks and reports, for the raw samples, after each
 post-processing step and for the real masks: the fraction of invalid pixel values, of masks with more than one
 component per class, of empty masks, and the mean isoperimetric ratio (boundary roughness). Then best-of-K against
 held-out real masks. Writes pictures to docs/images/ and the numbers to WORK/results_masks.json.
 
-    python benchmarks/mask_synthesis.py --work runs/bench_masks --minutes 6
+    python benchmarks/mask_synthesis.py --work runs/bench_masks --steps 929
 
 Training runs are resumable: a second call reuses finished runs and only re-evaluates.
 """
@@ -28,7 +28,6 @@ from alignflow.device import resolve_device
 from alignflow.masks.training import MaskTrainConfig, train_mask_generator
 
 DATASETS = {"kvasir": "Kvasir-SEG", "drishti": "Drishti-GS_roi"}
-PROBE_STEPS = 20
 
 
 def shared_data() -> Path:
@@ -50,23 +49,16 @@ def train_masks_folder(work: Path, name: str, indices: np.ndarray) -> Path:
     return root
 
 
-def seconds_per_step(source: Path, work: Path, space: str, batch_size: int) -> float:
-    probe = work / f"probe_{source.name}_{space}"
-    config = MaskTrainConfig(source=str(source), out=str(probe), steps=PROBE_STEPS, batch_size=batch_size, max_pairs=32,
-                             preview_every=10**6, checkpoint_every=10**6, generator={"space": space})
-    train_mask_generator(config, resume=True)
-    summary = json.loads((probe / "summary.json").read_text())
-    return summary["seconds"] / PROBE_STEPS
-
-
-def train(source: Path, work: Path, name: str, space: str, minutes: float, batch_size: int) -> Path:
+def train(source: Path, work: Path, name: str, space: str, args: argparse.Namespace) -> Path:
     run = work / f"{name}_{space}"
     if (run / "summary.json").exists():
         return run / "generator"
-    steps = max(PROBE_STEPS, int(minutes * 60 / seconds_per_step(source, work, space, batch_size)))
-    print(f"[{name} {space}] training {steps} steps (~{minutes} min)", flush=True)
-    config = MaskTrainConfig(source=str(source), out=str(run), steps=steps, batch_size=batch_size, preview_every=500,
-                             checkpoint_every=500, generator={"space": space})
+    # Equal steps and equal token counts (64 tokens: 16x16 latents in 2x2 patches, or 64x64 pixels in 8x8 patches),
+    # so both spaces get the same transformer compute; their wall-clock times are reported too.
+    generator = {"space": space, "patch_size": 2 if space == "latent" else args.pixel_patch}
+    print(f"[{name} {space}] training {args.steps} steps", flush=True)
+    config = MaskTrainConfig(source=str(source), out=str(run), steps=args.steps, batch_size=args.batch_size,
+                             preview_every=500, checkpoint_every=100, generator=generator)
     return train_mask_generator(config, resume=(run / "config.json").exists())
 
 
@@ -80,6 +72,10 @@ def tile(masks: list[np.ndarray], num_classes: int, columns: int) -> np.ndarray:
         grey = mask if mask.dtype != np.uint8 or mask.max() > num_classes - 1 else (mask.astype(np.float32) / (num_classes - 1) * 255).astype(np.uint8)
         canvas[r * (size + 2) : r * (size + 2) + size, c * (size + 2) : c * (size + 2) + size] = grey
     return canvas
+
+
+def fmt(value: float | None) -> str:
+    return f"{value:10.3f}" if value is not None else f"{'-':>10s}"
 
 
 def grey_uint8(raw: np.ndarray) -> np.ndarray:
@@ -149,7 +145,8 @@ def picture(name: str, pictures_by_space: dict[str, dict], out: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/bench_masks")
-    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per generator (equal for both spaces)")
+    parser.add_argument("--steps", type=int, default=929, help="training steps of every mask generator")
+    parser.add_argument("--pixel-patch", type=int, default=8, help="patch side in pixel space (8: as many tokens as latent space)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--spaces", nargs="+", default=["latent", "pixel"], choices=["latent", "pixel"])
     parser.add_argument("--batch-size", type=int, default=16)
@@ -168,7 +165,7 @@ def main() -> int:
         folder = scan_dataset(shared_data() / DATASETS[name])
         train_idx, test_idx = split_indices(len(folder.pairs), [0.9, 0.1], seed=0)
         source = train_masks_folder(work, name, train_idx)
-        generators = {space: train(source, work, name, space, args.minutes, args.batch_size) for space in args.spaces}
+        generators = {space: train(source, work, name, space, args) for space in args.spaces}
         if args.train_only:
             continue
         from alignflow.masks.postprocess import mask_statistics
@@ -183,9 +180,10 @@ def main() -> int:
             result["train"] = {"steps": summary["steps"], "seconds": summary["seconds"]}
             results[name][space] = result
             print(f"\n{name} / {space}: {summary['steps']} steps in {summary['seconds'] / 60:.1f} min; raw invalid pixels {result['raw_invalid_fraction']:.4f}")
-            print(f"  {'':14s} {'multi-comp':>10s} {'roughness':>10s} {'empty':>6s}")
+            print(f"  {'':14s} {'class':>5s} {'multi-comp':>10s} {'roughness':>10s} {'empty':>6s}")
             for step, stats in [*result["steps"].items(), ("real", real_stats)]:
-                print(f"  {step:14s} {stats['multi_component_fraction']:10.3f} {stats['roughness']:10.3f} {stats['empty_fraction']:6.3f}")
+                for c, per_class in stats["classes"].items():
+                    print(f"  {step:14s} {c:>5} {fmt(per_class['multi_component_fraction'])} {fmt(per_class['roughness_mean'])} {stats['empty_fraction']:6.3f}")
             print(f"  best of {args.k}: similarity {result['best_of_k']['mean_similarity_best']:.3f} vs first candidate {result['best_of_k']['mean_similarity_first_candidate']:.3f}")
         picture(name, pictures, Path(args.images) / f"masks_{name}.png")
         results_path.write_text(json.dumps(results, indent=2))
