@@ -1,0 +1,148 @@
+"""The local runner: each job is an ``alignflow`` subprocess on this computer (the plugin's default).
+
+A separate process, not a thread, because training saturates the CPU and holds the GIL in Python glue; napari's
+viewer must stay responsive (micro-sam measured the cost of thread workers for long jobs). Jobs live in
+``jobs_root/<job id>/`` (``job.json`` with the config file and the process id), so a restarted client still
+finds them; progress is the job's own ``events.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_json
+from ..errors import InputError
+from ..training.events import read_events
+from .base import CANCELLED, FAILED, JOB_KINDS, RUNNING, SUCCEEDED, JobStatus
+
+JOB_FILE = "job.json"
+CONFIG_FILE = "config.json"
+EXIT_FILE = "exit_code"
+CANCEL_GRACE_S = 20.0  # SIGINT lets training write a checkpoint before SIGKILL
+
+
+class LocalRunner:
+    """Runs jobs as subprocesses of this machine; implements :class:`alignflow.runners.base.Runner`."""
+
+    def __init__(self, jobs_root: str | Path, python: str = sys.executable, env: dict[str, str] | None = None):
+        self.jobs_root = Path(jobs_root)
+        self.jobs_root.mkdir(parents=True, exist_ok=True)
+        self.python = python
+        self.env = env
+        self._processes: dict[str, subprocess.Popen] = {}
+
+    # ------------------------------------------------------------------ Runner
+    def submit(self, kind: str, config: dict[str, Any]) -> str:
+        if kind not in JOB_KINDS:
+            raise InputError("kind", f"one of {', '.join(JOB_KINDS)}", repr(kind))
+        if not config.get("out"):
+            raise InputError("config.out", "the job's run or output folder", "nothing")
+        job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        folder = self.jobs_root / job_id
+        folder.mkdir(parents=True)
+        atomic_write_json(folder / CONFIG_FILE, config)
+        # The shell records the exit code, so a client that restarts after the job ended still learns how it ended.
+        command = [self.python, "-m", "alignflow.cli", kind, "--config", str(folder / CONFIG_FILE)]
+        with open(folder / "output.log", "ab") as log:
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", '"$@"; echo $? > "$0"', str(folder / EXIT_FILE), *command],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self._environment(),
+            )
+        self._processes[job_id] = process
+        atomic_write_json(folder / JOB_FILE, {"job_id": job_id, "kind": kind, "run_dir": str(Path(config["out"])),
+                                              "pid": process.pid, "command": command, "submitted": time.time()})
+        return job_id
+
+    def status(self, job_id: str) -> JobStatus:
+        job = self._job(job_id)
+        folder = self.jobs_root / job_id
+        exit_code = self._exit_code(job_id)
+        if (folder / "cancelled").exists():
+            state = CANCELLED
+        elif exit_code is None:
+            state = RUNNING if self._alive(job_id, job["pid"]) else FAILED
+        else:
+            state = SUCCEEDED if exit_code == 0 else FAILED
+        message = None
+        if state == FAILED:
+            errors = [e for e in read_events(Path(job["run_dir"])) if e.get("type") == "error"]
+            message = errors[-1]["message"] if errors else self._last_output_line(folder)
+        return JobStatus(job_id, job["kind"], state, job["run_dir"], exit_code, message)
+
+    def events(self, job_id: str, since: int = 0) -> list[dict[str, Any]]:
+        return list(read_events(Path(self._job(job_id)["run_dir"])))[since:]
+
+    def cancel(self, job_id: str) -> None:
+        job = self._job(job_id)
+        (self.jobs_root / job_id / "cancelled").touch()
+        if not self._alive(job_id, job["pid"]):
+            return
+        self._signal(job["pid"], signal.SIGINT)
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while self._alive(job_id, job["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self._alive(job_id, job["pid"]):
+            self._signal(job["pid"], signal.SIGKILL)
+
+    def fetch(self, job_id: str, destination: Path) -> Path:
+        source = Path(self._job(job_id)["run_dir"])
+        destination = Path(destination)
+        if source.resolve() != destination.resolve():
+            shutil.copytree(source, destination, dirs_exist_ok=True)
+        return destination
+
+    # ------------------------------------------------------------------ helpers
+    def jobs(self) -> list[str]:
+        return sorted(p.name for p in self.jobs_root.iterdir() if (p / JOB_FILE).exists())
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        path = self.jobs_root / job_id / JOB_FILE
+        if not path.exists():
+            raise InputError("job_id", f"a job of {self.jobs_root}", repr(job_id))
+        return json.loads(path.read_text())
+
+    def _exit_code(self, job_id: str) -> int | None:
+        path = self.jobs_root / job_id / EXIT_FILE
+        process = self._processes.get(job_id)
+        if process is not None:
+            process.poll()  # reap the shell so its pid is not left a zombie
+        try:
+            return int(path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _alive(self, job_id: str, pid: int) -> bool:
+        process = self._processes.get(job_id)
+        if process is not None:
+            return process.poll() is None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    @staticmethod
+    def _signal(pid: int, signum: int) -> None:
+        try:
+            os.killpg(pid, signum)  # the whole session: the shell, the job and anything it started
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def _last_output_line(folder: Path) -> str | None:
+        lines = (folder / "output.log").read_text(errors="replace").strip().splitlines() if (folder / "output.log").exists() else []
+        return lines[-1] if lines else "the job's process ended without an exit code"
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, **(self.env or {})}

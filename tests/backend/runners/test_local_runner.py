@@ -1,0 +1,80 @@
+"""The local runner on real jobs: a training subprocess that succeeds, one that fails, one that is cancelled."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from alignflow.errors import InputError
+from alignflow.runners.base import CANCELLED, FAILED, SUCCEEDED
+from alignflow.runners.local import LocalRunner
+
+TINY_MASKS = {"resolution": 32, "num_layers": 1, "attention_head_dim": 8, "num_attention_heads": 2, "context_tokens": 2}
+
+
+def wait(runner: LocalRunner, job_id: str, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = runner.status(job_id)
+        if status.finished:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still running after {timeout} s")
+
+
+@pytest.fixture()
+def source(tmp_path, kvasir, make_pairs) -> Path:
+    make_pairs(kvasir, tmp_path / "data", 4)
+    return tmp_path / "data"
+
+
+def config(source: Path, out: Path, steps: int) -> dict:
+    return {"source": str(source), "out": str(out), "steps": steps, "batch_size": 2, "device": "cpu",
+            "checkpoint_every": 1, "preview_every": 1000, "generator": TINY_MASKS}
+
+
+def test_a_job_runs_in_its_own_process_and_reports_through_its_events(tmp_path, source):
+    runner = LocalRunner(tmp_path / "jobs")
+    job = runner.submit("train-masks", config(source, tmp_path / "run", 3))
+    status = wait(runner, job)
+    assert status.state == SUCCEEDED and status.exit_code == 0
+    events = runner.events(job)
+    assert events[-1]["type"] == "done" and (tmp_path / "run" / "generator").is_dir()
+    assert runner.events(job, since=len(events) - 1) == events[-1:]
+    assert job in LocalRunner(tmp_path / "jobs").jobs()  # a new client finds the finished job
+    assert LocalRunner(tmp_path / "jobs").status(job).state == SUCCEEDED
+
+
+def test_a_failing_job_says_why(tmp_path, source):
+    runner = LocalRunner(tmp_path / "jobs")
+    job = runner.submit("train-masks", {**config(source, tmp_path / "run", 3), "steps": 0})
+    status = wait(runner, job)
+    assert status.state == FAILED and status.exit_code == 2 and "steps" in status.message
+
+
+def test_cancel_stops_the_process_group_and_keeps_a_checkpoint(tmp_path, source):
+    runner = LocalRunner(tmp_path / "jobs")
+    job = runner.submit("train-masks", {**config(source, tmp_path / "run", 100000)})
+    deadline = time.monotonic() + 120
+    while not any(e["type"] == "checkpoint" for e in runner.events(job)):
+        assert time.monotonic() < deadline and not runner.status(job).finished
+        time.sleep(0.2)
+    runner.cancel(job)
+    status = runner.status(job)
+    assert status.state == CANCELLED
+    assert (tmp_path / "run" / "checkpoints" / "latest.json").exists()
+    pid = json.loads((tmp_path / "jobs" / job / "job.json").read_text())["pid"]
+    with pytest.raises(ProcessLookupError):  # nothing of the job's process group is left
+        os.killpg(pid, 0)
+
+
+def test_bad_kind_and_missing_job_are_input_errors(tmp_path):
+    runner = LocalRunner(tmp_path / "jobs")
+    with pytest.raises(InputError, match="kind"):
+        runner.submit("rm", {"out": "x"})
+    with pytest.raises(InputError, match="out"):
+        runner.submit("train", {})
+    with pytest.raises(InputError, match="job_id"):
+        runner.status("nope")
