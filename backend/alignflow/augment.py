@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from . import __version__
 from .atomic import atomic_directory, atomic_write_json
 from .data import list_images, load_masks, load_reference_images, read_mask, resize_to, scan_dataset, select_references, to_uint8, write_image, write_mask
 from .device import resolve_device
-from .errors import check_known_keys
+from .config import DictConfig
 from .fidelity.filtering import generate_with_fidelity
 from .generation import load_generator
 from .training.config import TrainConfig
@@ -27,7 +27,7 @@ from .training.trainer import train
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(DictConfig):
     """Everything ``alignflow augment`` needs; the defaults suit a 2-core CPU."""
 
     source: str = ""
@@ -61,11 +61,6 @@ class AugmentConfig:
     # Mask fidelity (docs/label-drift.md): an evaluator segmenter (alignflow train-evaluator) scores every generated
     # image against its mask, in the report and in each manifest row.
     evaluator: str | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> AugmentConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, where)
-        return cls(**values)
 
     def stage_config(self, stage: int) -> TrainConfig:
         out = Path(self.out)
@@ -104,8 +99,6 @@ def write_synthetic_pairs(
             rows.append({"stem": stem, "synthetic": True, "seed": seed, "source_mask": str(mask_path), **provenance, **extra})
         atomic_write_json(tmp / "manifest.json", rows)
     return out
-
-
 
 
 def generation_provenance(generator: Any, guidance_scale: float, sample_steps: int) -> dict[str, Any]:

@@ -64,7 +64,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
 
 
-def _training_flags(parser: argparse.ArgumentParser) -> None:
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every training command shares (also used by the engine areas' own training commands)."""
     parser.add_argument("--source", help="labelled source dataset: a folder with images/ and masks/")
     parser.add_argument("--out", help="run folder")
     parser.add_argument("--steps", type=int)
@@ -81,14 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="stage 1: train the mask-conditioned generator on the source domain", argument_default=argparse.SUPPRESS)
-    _training_flags(train)
+    add_training_flags(train)
     train.add_argument("--init", help="continue from this generator (run folder or generator folder)")
     train.add_argument("--resolution", type=int, help="image side in pixels (multiple of 8; default 128)")
     train.add_argument("--w-ar", type=float, help="Alignment Regularization weight (mask head; docs/label-drift.md); 0 = off")
     _common(train)
 
     align = commands.add_parser("align", help="stage 2: align the generator to target-domain reference images", argument_default=argparse.SUPPRESS)
-    _training_flags(align)
+    add_training_flags(align)
     align.add_argument("--init", help="the stage-1 generator (run folder or generator folder)")
     align.add_argument("--references", nargs="+", help="folder or files of target-domain reference images")
     align.add_argument("--num-references", type=int, help="use this many of them (seeded random subset)")

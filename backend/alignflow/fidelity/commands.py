@@ -6,27 +6,21 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ..cli import add_training_flags
+
 
 def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
     parser = commands.add_parser(
         "train-evaluator", argument_default=argparse.SUPPRESS,
         help="train a segmenter for label drift: the mask-fidelity evaluator or the reward segmenter of align --w-mask")
-    parser.add_argument("--source", help="labelled source dataset: a folder with images/ and masks/")
+    add_training_flags(parser)
     parser.add_argument("--target", help="labelled target pool (images/ + masks/): a 'benchmark' evaluator")
-    parser.add_argument("--out", help="run folder (the segmenter is written to OUT/segmenter)")
     parser.add_argument("--role", choices=["evaluator", "reward"], help="evaluator (MONAI UNet, default) or reward (MONAI BasicUNet)")
     parser.add_argument("--source-half", choices=["auto", "all", "first", "second"],
                         help="which fixed half of the source to train on (auto: reward first, evaluator second)")
     parser.add_argument("--photometric", action=argparse.BooleanOptionalAction,
                         help="strong colour/contrast/blur/noise augmentation (default: on unless --target is given)")
     parser.add_argument("--resolution", type=int, help="image side in pixels (default 128)")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--max-pairs", type=int, help="at most N pairs of each dataset")
-    parser.add_argument("--checkpoint-every", type=int)
-    parser.add_argument("--preview-every", type=int)
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_common_flags(parser)
     parser.set_defaults(handler=_run_train_evaluator)
 

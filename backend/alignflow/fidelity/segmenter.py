@@ -9,7 +9,7 @@ generator that learns to please the reward segmenter should not thereby also ple
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_directory, atomic_write_json
-from ..errors import InputError, check_known_keys
+from ..config import DictConfig
+from ..errors import InputError
 from ..training.checkpoint import MODEL_FILE, load_tensors, save_tensors
 
 SEGMENTER_DIR = "segmenter"
@@ -33,8 +34,11 @@ ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class SegmenterConfig:
+class SegmenterConfig(DictConfig):
     """Architecture of a segmenter. ``num_classes`` counts the background (binary masks: 2)."""
+
+    config_name = "segmenter config"
+    validate_on_load = True
 
     architecture: str = "unet"  # "unet" (monai.networks.nets.UNet) or "basic-unet" (monai.networks.nets.BasicUNet)
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # unet: one per level; basic-unet: 6
@@ -59,16 +63,6 @@ class SegmenterConfig:
             raise InputError("segmenter.num_classes", "at least 2 (background + one class)", str(self.num_classes))
         if self.resolution < 2**self.downsamplings or self.resolution % 2**self.downsamplings:
             raise InputError("segmenter.resolution", f"a multiple of {2**self.downsamplings}", str(self.resolution))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "segmenter config") -> SegmenterConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, where)
-        config = cls(**values)
-        config.validate()
-        return config
 
 
 def _network(config: SegmenterConfig) -> nn.Module:

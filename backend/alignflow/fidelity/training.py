@@ -14,7 +14,7 @@ evaluator on the second, so the judge never saw the reward's training images.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ import torch
 
 from ..data import load_pairs, mask_to_rgb, random_flips, scan_dataset, split_indices, to_uint8, write_image
 from ..device import autocast
-from ..errors import InputError, check_known_keys
+from ..config import DictConfig
+from ..errors import InputError
 from ..training.events import Listener
 from ..training.loop import TrainingRun, seed_everything
 from .photometric import augment_photometric, photometric_transform
@@ -34,7 +35,7 @@ PREVIEW_COUNT = 4
 
 
 @dataclass
-class EvaluatorTrainConfig:
+class EvaluatorTrainConfig(DictConfig):
     """One segmenter training run (see the module docstring for roles and kinds)."""
 
     source: str = ""  # labelled source dataset: a folder with images/ and masks/
@@ -91,14 +92,6 @@ class EvaluatorTrainConfig:
 
     def segmenter_config(self, num_classes: int) -> SegmenterConfig:
         return SegmenterConfig.from_dict({**ROLE_DEFAULTS[self.role], **self.model, "num_classes": num_classes}, "model")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> EvaluatorTrainConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, where)
-        return cls(**values)
 
 
 def source_half_indices(count: int, half: str) -> list[int]:
@@ -181,7 +174,6 @@ class EvaluatorTrainer(TrainingRun):
             "training_images": self.training_images, "train_config": config.to_dict(),
         }
         return save_segmenter(self.run_dir / SEGMENTER_DIR, self.model, info)
-
 
 
 def train_evaluator(config: EvaluatorTrainConfig, listeners: list[Listener] | None = None, resume: bool = False) -> Path:

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ..cli import add_training_flags
+
 # CLI flag (dest) -> PostprocessConfig field
 POSTPROCESS_FLAGS = {"threshold": "threshold", "blur_sigma": "sigma", "opening_radius": "opening_radius",
                      "closing_radius": "closing_radius", "min_area": "min_area", "fill_holes": "fill_holes"}
@@ -13,17 +15,9 @@ POSTPROCESS_FLAGS = {"threshold": "threshold", "blur_sigma": "sigma", "opening_r
 
 def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
     train = commands.add_parser("train-masks", help="train the flow-matching mask generator on a dataset's masks", argument_default=argparse.SUPPRESS)
-    train.add_argument("--source", help="labelled dataset: a folder with images/ and masks/ (only the masks are read)")
-    train.add_argument("--out", help="run folder")
+    add_training_flags(train)
     train.add_argument("--space", choices=["latent", "pixel"], help="model masks as TAEF2 latents (default) or pixels")
     train.add_argument("--resolution", type=int, help="side of the generated masks in pixels (default 128)")
-    train.add_argument("--steps", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--max-pairs", type=int, help="train on the first N masks only")
-    train.add_argument("--checkpoint-every", type=int)
-    train.add_argument("--preview-every", type=int)
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_common_flags(train)
     train.set_defaults(handler=_run_train_masks)
 

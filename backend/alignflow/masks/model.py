@@ -20,8 +20,7 @@ post-processing chain expects.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,14 +28,18 @@ from diffusers import SD3Transformer2DModel
 from torch import nn
 
 from ..data import mask_to_rgb
-from ..errors import InputError, check_known_keys
+from ..config import DictConfig
+from ..errors import InputError
 
 LATENT_DOWNSAMPLING = 8  # TAEF2: 8x8 pixels per latent
 
 
 @dataclass
-class MaskGeneratorConfig:
+class MaskGeneratorConfig(DictConfig):
     """Architecture and data space of the mask generator; the defaults train on a 2-core CPU in minutes."""
+
+    config_name = "mask generator config"
+    validate_on_load = True
 
     space: str = "latent"  # "latent" or "pixel" (see module docstring)
     resolution: int = 128  # side of the generated masks in pixels
@@ -68,16 +71,6 @@ class MaskGeneratorConfig:
     @property
     def patch(self) -> int:
         return self.patch_size or (2 if self.space == "latent" else 4)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> MaskGeneratorConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, "mask generator config")
-        config = cls(**values)
-        config.validate()
-        return config
 
     def validate(self) -> None:
         if self.space not in ("latent", "pixel"):

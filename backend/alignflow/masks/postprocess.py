@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,8 @@ import skimage.filters
 import skimage.measure
 import skimage.morphology
 
-from ..errors import InputError, check_known_keys
+from ..config import DictConfig
+from ..errors import InputError
 from . import morphology
 
 STEP_NAMES: tuple[str, ...] = ("threshold", "blur", "opening", "closing", "min_area", "fill_holes")
@@ -52,8 +53,11 @@ MAX_CLASSES = 255  # output ids are uint8
 
 
 @dataclass
-class PostprocessConfig:
+class PostprocessConfig(DictConfig):
     """Parameters of the chain; each step but the threshold has a value that switches it off (see module doc)."""
+
+    config_name = "postprocess config"
+    validate_on_load = True
 
     num_classes: int = 2  # K, background included
     threshold: float = 0.5  # in (0, 1); 0.5 = nearest class level
@@ -77,16 +81,6 @@ class PostprocessConfig:
         for name in ("remove_invalid", "fill_holes", "nested"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise InputError(name, "true or false", repr(getattr(self, name)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "postprocess config") -> PostprocessConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, where)
-        config = cls(**values)
-        config.validate()
-        return config
 
 
 def _require_number(value: Any, name: str, expected: str, allowed: Callable[[float], bool]) -> None:

@@ -10,7 +10,7 @@ Section 3.3). The kept masks then go to the aligned image generator (``augment -
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from ..atomic import atomic_directory, atomic_write_json
 from ..data import list_images, load_masks, mask_to_rgb, scan_dataset, write_mask
 from ..device import autocast, resolve_device
-from ..errors import InputError, check_known_keys
+from ..config import DictConfig
+from ..errors import InputError
 from ..generation import sample_noise
 from ..training.checkpoint import read_generator_folder
 from ..training.events import EventLog, Listener
@@ -118,7 +119,7 @@ def best_of_k(reference: torch.Tensor, candidates: torch.Tensor, valid: torch.Te
 
 
 @dataclass
-class MaskSynthesisConfig:
+class MaskSynthesisConfig(DictConfig):
     """``alignflow masks``: how many masks, K, sampling, post-processing and the degenerate-mask rule."""
 
     generator: str = ""  # trained mask generator (run folder or generator folder)
@@ -150,11 +151,6 @@ class MaskSynthesisConfig:
             raise InputError("num_masks", "a positive number of masks", str(self.num_masks))
         if not 0.0 <= self.min_foreground < self.max_foreground <= 1.0:
             raise InputError("min_foreground/max_foreground", "0 <= min_foreground < max_foreground <= 1", f"{self.min_foreground}, {self.max_foreground}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> MaskSynthesisConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, where)
-        return cls(**values)
 
 
 def real_mask_paths(folder: str | Path) -> list[Path]:

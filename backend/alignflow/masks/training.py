@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import torch
 from ..atomic import atomic_write_json
 from ..data import load_masks, scan_dataset, to_uint8, write_image
 from ..device import autocast
-from ..errors import InputError, check_known_keys
+from ..config import DictConfig
+from ..errors import InputError
 from ..models.latent_codec import channel_statistics
 from ..training.checkpoint import load_tensors, save_generator, save_tensors
 from ..training.events import Listener
@@ -33,7 +34,7 @@ PREVIEW_STEPS = 20
 
 
 @dataclass
-class MaskTrainConfig:
+class MaskTrainConfig(DictConfig):
     """Training of the mask generator on the masks of a labelled dataset (its images are not read)."""
 
     source: str = ""  # dataset folder with images/ and masks/
@@ -63,14 +64,6 @@ class MaskTrainConfig:
                 raise InputError(name, "a positive integer", str(getattr(self, name)))
         if self.lr <= 0:
             raise InputError("lr", "a positive learning rate", str(self.lr))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> MaskTrainConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, where)
-        return cls(**values)
 
 
 def flipped_copies(masks: torch.Tensor) -> torch.Tensor:

@@ -19,19 +19,22 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 from torch import nn
 
-from ..errors import InputError, check_known_keys
+from ..config import DictConfig
+from ..errors import InputError
 
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(DictConfig):
     """Architecture of the generator. ``compact`` defaults train on a 2-core CPU in minutes at 128 px."""
+
+    config_name = "generator config"
+    validate_on_load = True
 
     kind: str = "compact"  # "compact" or "sd3"
     resolution: int = 128  # image side in pixels; the latent side is resolution / 8
@@ -66,16 +69,6 @@ class GeneratorConfig:
     @property
     def latent_size(self) -> int:
         return self.resolution // 8
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> GeneratorConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, "generator config")
-        config = cls(**values)
-        config.validate()
-        return config
 
     def validate(self) -> None:
         if self.kind not in ("compact", "sd3"):

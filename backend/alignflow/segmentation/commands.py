@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..cli import add_training_flags
+
 # Options of ``segment`` (flags and --config keys) and their defaults; the paper samples 10 x 50 steps.
 SEGMENT_DEFAULTS: dict[str, Any] = {"num_samples": 10, "steps": 50, "batch_size": 4, "fusion": "staple", "limit": None,
                                     "seed": 0, "device": "auto", "precision": "fp32"}
@@ -14,18 +16,10 @@ SEGMENT_DEFAULTS: dict[str, Any] = {"num_samples": 10, "steps": 50, "batch_size"
 
 def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
     train = commands.add_parser("train-segmenter", help="train MedFlowSeg (flow-matching segmentation) on a labelled dataset", argument_default=argparse.SUPPRESS)
-    train.add_argument("--source", help="labelled dataset: a folder with images/ and masks/")
-    train.add_argument("--out", help="run folder")
+    add_training_flags(train)
     train.add_argument("--preset", choices=["small", "paper"], help="model size: small (CPU, 128 px; default) or paper (256 px)")
     train.add_argument("--resolution", type=int, help="image side in pixels (multiple of 16; default: the preset's)")
-    train.add_argument("--steps", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--max-pairs", type=int, help="train on the first N pairs only")
     train.add_argument("--num-classes", type=int, help="class count when the masks may not show every class")
-    train.add_argument("--checkpoint-every", type=int)
-    train.add_argument("--preview-every", type=int)
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_common_flags(train)
     train.set_defaults(handler=_run_train_segmenter)
 

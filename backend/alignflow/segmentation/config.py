@@ -6,9 +6,10 @@ to the run folder (``config.json``) and the exported segmenter (``segmenter.json
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..config import DictConfig
 from ..errors import InputError, check_known_keys
 
 # Section 4.2: channels {64, 128, 256, 256}, two residual blocks per level, time embedding 256, 256 x 256 images;
@@ -27,7 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class MedFlowSegConfig:
+class MedFlowSegConfig(DictConfig):
     """Architecture of MedFlowSeg (Section 3). ``num_classes`` counts the background (binary masks: 2)."""
 
     num_classes: int = 2
@@ -75,9 +76,6 @@ class MedFlowSegConfig:
         """Bottleneck stride: three stride-2 convolutions between the four levels."""
         return 2 ** (len(self.channels) - 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "model") -> MedFlowSegConfig:
         """Values over a preset: ``{"preset": "paper", "resolution": 128}`` is the paper's model at 128 px."""
@@ -94,7 +92,7 @@ class MedFlowSegConfig:
 
 
 @dataclass
-class SegmenterTrainConfig:
+class SegmenterTrainConfig(DictConfig):
     """A MedFlowSeg training run (Eq. 5: L = L_vel + lambda (L_dice + alpha L_ce))."""
 
     source: str = ""  # a dataset folder with images/ and masks/ (empty when tensors are passed to the API)
@@ -144,11 +142,3 @@ class SegmenterTrainConfig:
         if self.resolution is not None:
             values["resolution"] = self.resolution
         return MedFlowSegConfig.from_dict(values, where="model")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> SegmenterTrainConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, where)
-        return cls(**values)

@@ -7,17 +7,18 @@ The same dataclass is what the CLI fills from flags, what ``--config FILE`` load
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..errors import InputError, check_known_keys
+from ..config import DictConfig
+from ..errors import InputError
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Stage 1 (denoising) or stage 2 (denoising + alignment) training of the generator (Algorithm 1)."""
 
     source: str = ""  # labelled source dataset: a folder with images/ and masks/
@@ -86,14 +87,6 @@ class TrainConfig:
                 raise InputError(name, "a finite weight >= 0 (0 turns the term off)", repr(value))
         if self.w_mask > 0 and not self.mask_segmenter:
             raise InputError("--mask-segmenter", "the reward segmenter (alignflow train-evaluator --role reward) when w_mask > 0", "nothing")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
-        check_known_keys(values, {f.name for f in fields(cls)}, where)
-        return cls(**values)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
