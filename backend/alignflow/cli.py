@@ -11,16 +11,17 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
 from .errors import InputError
 
 EXIT_INPUT_ERROR = 2
+T = TypeVar("T")
 
 
-IMAGE_STAGES = ("encode", "generate", "masks:generate", "export")  # stages whose progress counts images, not steps
+IMAGE_STAGES = ("encode", "generate", "masks:generate", "export", "segment")  # stages whose progress counts images, not steps
 
 
 class ProgressPrinter:
@@ -55,6 +56,15 @@ class ProgressPrinter:
         for bar in self.bars.values():
             bar.close()
         self.bars.clear()
+
+
+def run_with_progress(job: Callable[[list[Callable[[dict[str, Any]], None]]], T]) -> T:
+    """Run an engine call with a progress bar on the terminal, drawn from its event stream."""
+    printer = ProgressPrinter()
+    try:
+        return job([printer])
+    finally:
+        printer.close()
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -167,11 +177,7 @@ def _run_training(args: argparse.Namespace, stage: int) -> int:
     if "references" in values and isinstance(values["references"], list) and len(values["references"]) == 1:
         values["references"] = values["references"][0]
     config = TrainConfig.from_dict({**values, "stage": stage})
-    printer = ProgressPrinter()
-    try:
-        folder = train(config, [printer], resume=getattr(args, "resume", False))
-    finally:
-        printer.close()
+    folder = run_with_progress(lambda listeners: train(config, listeners, resume=getattr(args, "resume", False)))
     print(f"generator written to {folder}")
     return 0
 
@@ -234,11 +240,8 @@ def _run_augment(args: argparse.Namespace) -> int:
     config = AugmentConfig.from_dict(values)
     if not config.source or not config.references or not config.out:
         raise InputError("alignflow augment", "--source, --references and --out (or --demo)", "missing options")
-    printer = ProgressPrinter()
-    try:
-        report = augment(config, [printer])  # finished stages in --out are reused, killed ones resumed
-    finally:
-        printer.close()
+    # finished stages in --out are reused, killed ones resumed
+    report = run_with_progress(lambda listeners: augment(config, listeners))
     print(format_report(report))
     print(f"report written to {Path(config.out) / 'report.json'}")
     return 0

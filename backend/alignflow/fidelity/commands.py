@@ -26,17 +26,13 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
 
 
 def _run_train_evaluator(args: argparse.Namespace) -> int:
-    from ..cli import ProgressPrinter, _options
+    from ..cli import _options, run_with_progress
     from .training import EvaluatorTrainConfig, train_evaluator
 
     values = _options(args, drop=("resume",))
     if "resolution" in values:
         values.setdefault("model", {})["resolution"] = values.pop("resolution")
     config = EvaluatorTrainConfig.from_dict(values)
-    printer = ProgressPrinter()
-    try:
-        folder = train_evaluator(config, [printer], resume=getattr(args, "resume", False))
-    finally:
-        printer.close()
+    folder = run_with_progress(lambda listeners: train_evaluator(config, listeners, resume=getattr(args, "resume", False)))
     print(f"{config.kind} segmenter written to {folder}")
     return 0

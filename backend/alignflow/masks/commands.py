@@ -49,7 +49,7 @@ def _options(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> dict[str, 
 
 
 def _run_train_masks(args: argparse.Namespace) -> int:
-    from ..cli import ProgressPrinter
+    from ..cli import run_with_progress
     from .training import MaskTrainConfig, train_mask_generator
 
     values = _options(args, drop=("resume",))
@@ -57,17 +57,13 @@ def _run_train_masks(args: argparse.Namespace) -> int:
     for name in ("space", "resolution"):
         if name in values:
             generator[name] = values.pop(name)
-    printer = ProgressPrinter()
-    try:
-        folder = train_mask_generator(MaskTrainConfig.from_dict(values), [printer], resume=getattr(args, "resume", False))
-    finally:
-        printer.close()
+    folder = run_with_progress(lambda listeners: train_mask_generator(MaskTrainConfig.from_dict(values), listeners, resume=getattr(args, "resume", False)))
     print(f"mask generator written to {folder}")
     return 0
 
 
 def _run_masks(args: argparse.Namespace) -> int:
-    from ..cli import ProgressPrinter
+    from ..cli import run_with_progress
     from .synthesis import MaskSynthesisConfig, synthesize_masks
 
     values = _options(args)
@@ -75,11 +71,7 @@ def _run_masks(args: argparse.Namespace) -> int:
     for flag, name in POSTPROCESS_FLAGS.items():
         if flag in values:
             postprocess[name] = values.pop(flag)
-    printer = ProgressPrinter()
-    try:
-        report = synthesize_masks(MaskSynthesisConfig.from_dict(values), [printer])
-    finally:
-        printer.close()
+    report = run_with_progress(lambda listeners: synthesize_masks(MaskSynthesisConfig.from_dict(values), listeners))
     print(f"{report['kept']} synthetic masks (best of {report['candidates']}) written to {report['masks']}; "
           f"{report['rejected_candidates']} degenerate candidates rejected, {report['without_valid_candidate']} real masks without a valid candidate")
     return 0

@@ -43,22 +43,18 @@ def _options(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> dict[str, 
 
 
 def _run_train_segmenter(args: argparse.Namespace) -> int:
-    from ..cli import ProgressPrinter
+    from ..cli import run_with_progress
     from .config import SegmenterTrainConfig
     from .trainer import train_segmenter
 
     config = SegmenterTrainConfig.from_dict(_options(args, drop=("resume",)))
-    printer = ProgressPrinter()
-    try:
-        folder = train_segmenter(config, [printer], resume=getattr(args, "resume", False))
-    finally:
-        printer.close()
+    folder = run_with_progress(lambda listeners: train_segmenter(config, listeners, resume=getattr(args, "resume", False)))
     print(f"segmenter written to {folder}")
     return 0
 
 
 def _run_segment(args: argparse.Namespace) -> int:
-    from ..cli import ProgressPrinter
+    from ..cli import run_with_progress
     from ..data import list_images, read_image
     from ..errors import InputError, check_known_keys
     from .inference import load_segmenter, segment_images, write_segmentations
@@ -82,15 +78,11 @@ def _run_segment(args: argparse.Namespace) -> int:
         twice = sorted({stem for stem in stems if stems.count(stem) > 1})
         raise InputError("--images", "images with distinct file stems (outputs are named by stem)", f"{twice[:5]} more than once")
     segmenter = load_segmenter(options["segmenter"], options["device"])
-    printer = ProgressPrinter()
-    try:
-        result = segment_images(
-            segmenter, [read_image(path) for path in paths], num_samples=options["num_samples"], num_steps=options["steps"],
-            seed=options["seed"], batch_size=options["batch_size"], fusion=options["fusion"], precision=options["precision"],
-            on_image=lambda done, total: printer({"type": "progress", "stage": "segment", "step": done, "total": total}),
-        )
-    finally:
-        printer.close()
+    result = run_with_progress(lambda listeners: segment_images(
+        segmenter, [read_image(path) for path in paths], num_samples=options["num_samples"], num_steps=options["steps"],
+        seed=options["seed"], batch_size=options["batch_size"], fusion=options["fusion"], precision=options["precision"],
+        on_image=lambda done, total: listeners[0]({"type": "progress", "stage": "segment", "step": done, "total": total}),
+    ))
     write_segmentations(out, stems, result)
     print(f"{len(paths)} images segmented ({options['num_samples']} samples x {options['steps']} steps, {options['fusion']}) into {out}")
     return 0
