@@ -9,7 +9,14 @@ WEIGHTS_DIR := $(or $(ALIGNFLOW_WEIGHTS_DIR),$(wildcard $(SHARED)/weights))
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install
+# The plugin's widget tests need an X server (Xvfb) and the X/GL libraries PyQt5's wheel links against; on Debian 12
+# exactly these packages were missing from a plain image (checked with ldd on Qt's libqxcb.so).
+QT_APT_PACKAGES := xvfb xauth libgl1 libgl1-mesa-dri libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon-x11-0 \
+	libx11-xcb1 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
+	libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libxcb-sync1 libxcb-shm0 libxcb-util1
+QT_PLATFORM_PLUGIN = $(VENV)/lib/python3*/site-packages/PyQt5/Qt5/plugins/platforms/libqxcb.so
+
+.PHONY: demo test install xvfb
 
 install: $(STAMP)
 
@@ -25,5 +32,11 @@ $(STAMP): pyproject.toml backend/pyproject.toml
 demo: $(STAMP)
 	ALIGNFLOW_WEIGHTS_DIR=$(WEIGHTS_DIR) $(VENV)/bin/alignflow augment --demo --out runs/demo
 
-test: $(STAMP)
-	ALIGNFLOW_SHARED=$(SHARED) ALIGNFLOW_WEIGHTS_DIR=$(SHARED)/weights $(PY) -m pytest tests -q
+# Installs the X libraries only when something is missing (apt-get needs root; a desktop has them already).
+xvfb: $(STAMP)
+	@if ! command -v xvfb-run >/dev/null || ldd $(QT_PLATFORM_PLUGIN) | grep -q "not found"; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(QT_APT_PACKAGES); \
+	fi
+
+test: $(STAMP) xvfb
+	ALIGNFLOW_SHARED=$(SHARED) ALIGNFLOW_WEIGHTS_DIR=$(SHARED)/weights xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m pytest tests -q
