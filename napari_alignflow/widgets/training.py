@@ -57,6 +57,9 @@ class TrainingWidget(QWidget):
 
         self.start_button = QPushButton("Start")
         self.start_button.clicked.connect(self._start_clicked)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the run in the run folder from its last checkpoint")
+        self.resume_button.clicked.connect(lambda: self._start_clicked(resume=True))
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
@@ -80,6 +83,7 @@ class TrainingWidget(QWidget):
         form.addRow("Options file", self.config_file)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
+        buttons.addWidget(self.resume_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>Train the generator</b>"))
@@ -113,20 +117,24 @@ class TrainingWidget(QWidget):
         return config
 
     # ------------------------------------------------------------------ job control
-    def _start_clicked(self) -> None:
+    def _start_clicked(self, resume: bool = False) -> None:
         try:
-            self.start()
+            self.start(resume=resume)
         except Exception as error:  # noqa: BLE001 - bad input or a runner failure: a notification, not a dead button
             report_error(error)
 
-    def start(self) -> str:
+    def start(self, resume: bool = False) -> str:
+        """Start a new run, or with ``resume`` continue the one in the run folder from its last checkpoint."""
         config = self.job_config()
         out = Path(config["out"])
-        if out.exists() and any(out.iterdir()):
+        if not resume and out.exists() and any(out.iterdir()):
             # The engine refuses such a folder too; saying so here spares the user a failed job.
-            raise InputError("Run folder", "a new (empty) folder", f"{out}, which already holds files")
+            raise InputError("Run folder", "a new (empty) folder (or Resume to continue the run in it)", f"{out}, which already holds files")
+        if resume and not (out / "checkpoints").is_dir():
+            raise InputError("Run folder", "a run with checkpoints to resume", f"{out}, which has none")
         self.runner = make_runner(self.run_on.currentText())
-        self.job = self.runner.submit(self.kind, config)
+        self.job = self.runner.submit(self.kind, config, resume=resume)
+        self.last_status = None
         self.seen = 0
         self.plot.clear()
         self._set_running(True)
@@ -207,6 +215,7 @@ class TrainingWidget(QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
+        self.resume_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
     def _close_progress(self) -> None:

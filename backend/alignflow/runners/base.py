@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 JOB_KINDS: tuple[str, ...] = ("train", "align", "train-masks", "masks", "generate", "augment", "train-segmenter", "segment")
+RESUMABLE_KINDS: tuple[str, ...] = ("train", "align", "train-masks", "train-segmenter")  # take ``--resume``
 
 # Job states. "queued" -> "running" -> one of the final states.
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -35,8 +36,10 @@ class JobStatus:
 
 
 class Runner(Protocol):
-    def submit(self, kind: str, config: dict[str, Any]) -> str:
-        """Start (or queue) a job; returns its id. Raises InputError for an unknown kind or a bad config."""
+    def submit(self, kind: str, config: dict[str, Any], resume: bool = False) -> str:
+        """Start (or queue) a job; returns its id. Raises InputError for an unknown kind or a bad config.
+
+        ``resume`` continues the run in ``config["out"]`` from its last checkpoint (training kinds only)."""
         ...
 
     def status(self, job_id: str) -> JobStatus: ...

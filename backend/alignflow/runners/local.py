@@ -22,7 +22,7 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..errors import InputError
 from ..training.events import read_events
-from .base import CANCELLED, FAILED, JOB_KINDS, RUNNING, SUCCEEDED, JobStatus
+from .base import CANCELLED, FAILED, JOB_KINDS, RESUMABLE_KINDS, RUNNING, SUCCEEDED, JobStatus
 
 JOB_FILE = "job.json"
 CONFIG_FILE = "config.json"
@@ -41,9 +41,11 @@ class LocalRunner:
         self._processes: dict[str, subprocess.Popen] = {}
 
     # ------------------------------------------------------------------ Runner
-    def submit(self, kind: str, config: dict[str, Any]) -> str:
+    def submit(self, kind: str, config: dict[str, Any], resume: bool = False) -> str:
         if kind not in JOB_KINDS:
             raise InputError("kind", f"one of {', '.join(JOB_KINDS)}", repr(kind))
+        if resume and kind not in RESUMABLE_KINDS:
+            raise InputError("resume", f"a training job ({', '.join(RESUMABLE_KINDS)})", repr(kind))
         if not config.get("out"):
             raise InputError("config.out", "the job's run or output folder", "nothing")
         job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -51,7 +53,7 @@ class LocalRunner:
         folder.mkdir(parents=True)
         atomic_write_json(folder / CONFIG_FILE, config)
         # The shell records the exit code, so a client that restarts after the job ended still learns how it ended.
-        command = [self.python, "-m", "alignflow.cli", kind, "--config", str(folder / CONFIG_FILE)]
+        command = [self.python, "-m", "alignflow.cli", kind, "--config", str(folder / CONFIG_FILE), *(["--resume"] if resume else [])]
         with open(folder / "output.log", "ab") as log:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", '"$@"; echo $? > "$0"', str(folder / EXIT_FILE), *command],

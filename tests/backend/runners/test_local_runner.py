@@ -68,6 +68,10 @@ def test_cancel_stops_the_process_group_and_keeps_a_checkpoint(tmp_path, source)
     pid = json.loads((tmp_path / "jobs" / job / "job.json").read_text())["pid"]
     with pytest.raises(ProcessLookupError):  # nothing of the job's process group is left
         os.killpg(pid, 0)
+    stopped_at = max(e["step"] for e in runner.events(job) if e["type"] == "checkpoint")
+    resumed = runner.submit("train-masks", config(source, tmp_path / "run", stopped_at + 2), resume=True)
+    assert wait(runner, resumed).state == SUCCEEDED
+    assert any(e["type"] == "resume" and e["step"] == stopped_at for e in runner.events(resumed))
 
 
 def test_bad_kind_and_missing_job_are_input_errors(tmp_path):
@@ -76,5 +80,7 @@ def test_bad_kind_and_missing_job_are_input_errors(tmp_path):
         runner.submit("rm", {"out": "x"})
     with pytest.raises(InputError, match="out"):
         runner.submit("train", {})
+    with pytest.raises(InputError, match="resume"):
+        runner.submit("masks", {"out": "x"}, resume=True)
     with pytest.raises(InputError, match="job_id"):
         runner.status("nope")

@@ -50,6 +50,13 @@ def test_cancel_stops_a_running_job_and_keeps_a_checkpoint(panel, tmp_path, qtbo
     qtbot.waitUntil(lambda: widget.last_status is not None and widget.last_status.finished, timeout=60_000)
     assert widget.last_status.state == "cancelled"
     assert (tmp_path / "run" / "checkpoints" / "latest.json").is_file()
+    # Resume continues the cancelled run from its checkpoint to the (new) step count
+    stopped_at = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())["step"]
+    widget.steps.setValue(stopped_at + 2)
+    widget.resume_button.click()
+    qtbot.waitUntil(lambda: widget.last_status is not None and widget.last_status.finished, timeout=180_000)
+    assert widget.last_status.state == "succeeded", widget.last_status.message
+    assert (tmp_path / "run" / "generator" / "model.safetensors").is_file()
 
 
 def test_missing_fields_and_a_used_run_folder_are_refused_by_name(panel, tmp_path):
