@@ -85,9 +85,9 @@ class LocalRunner:
 
     def cancel(self, job_id: str) -> None:
         job = self._job(job_id)
-        (self.jobs_root / job_id / "cancelled").touch()
         if not self._alive(job_id, job["pid"]):
-            return
+            return  # already finished: its state stays what it was
+        (self.jobs_root / job_id / "cancelled").touch()
         self._signal(job["pid"], signal.SIGINT)
         deadline = time.monotonic() + CANCEL_GRACE_S
         while self._alive(job_id, job["pid"]) and time.monotonic() < deadline:
@@ -126,13 +126,18 @@ class LocalRunner:
         process = self._processes.get(job_id)
         if process is not None:
             return process.poll() is None
+        # Not started by this object: ask the kernel. A zombie (ended, not yet reaped) has state "Z" and is not alive.
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
             return False
-        except PermissionError:
+        except OSError:  # no procfs (macOS): fall back to signal 0, which counts zombies as alive
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
             return True
-        return True
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
     @staticmethod
     def _signal(pid: int, signum: int) -> None:

@@ -1,0 +1,127 @@
+"""``alignflow serve`` (the job server) and ``alignflow remote submit|status|logs|cancel|fetch|resume`` (its client)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+DEFAULT_PORT = 8765  # the same as alignflow.runners.remote.DEFAULT_PORT (not imported: keeps --help light)
+URL_ENV = "ALIGNFLOW_SERVER_URL"
+
+
+def register(commands: Any, add_common_flags: Any) -> None:
+    serve = commands.add_parser("serve", help="run the job server on this (GPU) machine; see docs/remote.md", argument_default=argparse.SUPPRESS)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; put TLS in front before opening it)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--token-file", help="file whose first line is the bearer token (default: $ALIGNFLOW_SERVER_TOKEN)")
+    serve.add_argument("--data-root", default="alignflow-server", help="uploads, run folders and the job database (default ./alignflow-server)")
+    serve.add_argument("--gpus", help="comma-separated GPU ids, one job queue each, or 'cpu' (default: every visible GPU, else cpu)")
+    serve.add_argument("--max-upload-mb", type=int, default=2048, help="largest accepted upload (HTTP 413 above)")
+    serve.add_argument("--scratch", help="folder for staging uploads and artifact archives (default DATA_ROOT/scratch)")
+    add_common_flags(serve)
+    serve.set_defaults(handler=_run_serve)
+
+    remote = commands.add_parser("remote", help="drive jobs on an alignflow server", argument_default=argparse.SUPPRESS)
+    actions = remote.add_subparsers(dest="action", required=True)
+    submit = actions.add_parser("submit", help="submit a job; local dataset folders in the config are uploaded", argument_default=argparse.SUPPRESS)
+    submit.add_argument("kind", help="train, align, train-masks, masks, generate, augment, train-segmenter or segment")
+    submit.add_argument("--follow", action="store_true", help="then show its progress until it ends")
+    for name, helptext in (("status", "a job's state (every job without JOB)"), ("logs", "a job's events"), ("cancel", "stop a job (its last checkpoint stays)"),
+                           ("fetch", "download a job's run folder"), ("resume", "continue a failed or cancelled job from its last checkpoint")):
+        action = actions.add_parser(name, help=helptext, argument_default=argparse.SUPPRESS)
+        action.add_argument("job", nargs="?" if name == "status" else None, help="job id")
+        if name == "logs":
+            action.add_argument("--follow", "-f", action="store_true", help="keep showing events until the job ends")
+            action.add_argument("--since", type=int, default=0, help="skip the first N events")
+        if name == "fetch":
+            action.add_argument("destination", help="new or empty folder")
+    for action in actions.choices.values():
+        action.add_argument("--url", help=f"server address (default ${URL_ENV}, else http://127.0.0.1:{DEFAULT_PORT})")
+        action.add_argument("--token-file", help="file with the server's token (default: $ALIGNFLOW_SERVER_TOKEN)")
+        action.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+        action.add_argument("--retries", type=int, default=5, help="tries after the first, with exponential backoff")
+        add_common_flags(action)
+        action.set_defaults(handler=_run_remote)
+
+
+def _gpus(value: str | None) -> list[str]:
+    if value:
+        return [gpu.strip() for gpu in value.split(",") if gpu.strip()]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())] or ["cpu"]
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..server.app import ServerSettings, create_app
+    from ..server.auth import load_token
+
+    token = load_token(getattr(args, "token_file", None))
+    if args.max_upload_mb < 1:
+        raise InputError("--max-upload-mb", "at least 1", got=str(args.max_upload_mb))
+    settings = ServerSettings(data_root=Path(args.data_root), token=token, gpus=_gpus(getattr(args, "gpus", None)),
+                              max_upload_bytes=args.max_upload_mb << 20, max_extracted_bytes=4 * (args.max_upload_mb << 20),
+                              scratch=Path(args.scratch) if getattr(args, "scratch", None) else None)
+    app = create_app(settings)
+    print(f"alignflow server on http://{args.host}:{args.port} (GPU slots: {', '.join(settings.gpus)}; data: {Path(args.data_root).resolve()})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _run_remote(args: argparse.Namespace) -> int:
+    from ..cli import ProgressPrinter, _options
+    from ..server.auth import load_token
+    from .remote import RemoteRunner
+
+    url = getattr(args, "url", None) or os.environ.get(URL_ENV) or f"http://127.0.0.1:{DEFAULT_PORT}"
+    runner = RemoteRunner(url, load_token(getattr(args, "token_file", None)), timeout=args.timeout, retries=args.retries)
+    action = args.action
+    if action == "submit":
+        config = _options(args, drop=("action", "kind", "follow", "url", "token_file", "timeout", "retries"))
+        job = runner.submit(args.kind, config)
+        print(job, flush=True)
+        return _follow(runner, job, 0, ProgressPrinter()) if getattr(args, "follow", False) else 0
+    if action == "status":
+        if getattr(args, "job", None) is None:
+            for job in runner.jobs():
+                _print_status(runner.status(job))
+        else:
+            _print_status(runner.status(args.job))
+        return 0
+    if action == "logs":
+        if getattr(args, "follow", False):
+            return _follow(runner, args.job, args.since, lambda event: print(json.dumps(event), flush=True))
+        for event in runner.events(args.job, since=args.since):
+            print(json.dumps(event))
+        return 0
+    if action == "cancel":
+        runner.cancel(args.job)
+        _print_status(runner.status(args.job))
+        return 0
+    if action == "resume":
+        print(runner.resume(args.job))
+        return 0
+    print(f"run folder of {args.job} written to {runner.fetch(args.job, Path(args.destination))}")
+    return 0
+
+
+def _follow(runner: Any, job: str, since: int, show: Any) -> int:
+    for event in runner.follow(job, since):
+        show(event)
+    status = runner.status(job)
+    _print_status(status)
+    return 0 if status.state == "succeeded" else 1
+
+
+def _print_status(status: Any) -> None:
+    line = f"{status.job_id}  {status.kind:<15} {status.state}"
+    if status.message:
+        line += f"  ({status.message})"
+    print(line, flush=True)

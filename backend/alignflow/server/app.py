@@ -1,0 +1,205 @@
+"""The HTTP API of ``alignflow serve`` (FastAPI; its OpenAPI schema at /docs documents every endpoint)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
+
+from ..atomic import atomic_write_json
+from ..errors import InputError
+from ..runners.base import FINAL_STATES, QUEUED
+from ..training.events import read_events
+from .archives import UPLOAD_KINDS, ArchiveTooLarge, unpack_upload
+from .auth import token_matches
+from .scheduler import Scheduler, new_id
+from .store import JobStore
+
+MAX_WAIT_S = 30.0  # longest long poll; below common proxy timeouts (60 s)
+POLL_INTERVAL_S = 0.2
+
+
+@dataclass
+class ServerSettings:
+    data_root: Path
+    token: str
+    gpus: list[str] = field(default_factory=lambda: ["cpu"])
+    max_upload_bytes: int = 2 << 30
+    max_extracted_bytes: int = 8 << 30
+    scratch: Path | None = None  # where uploads and artifact archives are staged (default DATA_ROOT/scratch)
+    poll_s: float = 0.5
+
+    @property
+    def scratch_dir(self) -> Path:
+        return Path(self.scratch) if self.scratch is not None else Path(self.data_root) / "scratch"
+
+
+class JobRequest(BaseModel):
+    kind: str = Field(description="an alignflow subcommand: train, align, train-masks, masks, generate, augment, train-segmenter, segment")
+    config: dict[str, Any] = Field(description="the same options as the CLI's --config file; paths as upload:ID[/sub], job:ID[/sub] or inside the data root")
+    request_id: str | None = Field(None, max_length=100, description="idempotency key: a retried submit with the same key returns the same job")
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    data_root = Path(settings.data_root).resolve()
+    uploads_root = data_root / "uploads"
+    uploads_root.mkdir(parents=True, exist_ok=True)
+    settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(data_root / "jobs.sqlite")
+    scheduler = Scheduler(store, data_root, settings.gpus, poll_s=settings.poll_s)
+    bearer = HTTPBearer(auto_error=False, description="the server's token (alignflow serve --token-file)")
+
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if credentials is None or not token_matches(credentials.credentials, settings.token):
+            raise HTTPException(401, "a valid bearer token is required (Authorization: Bearer TOKEN)", headers={"WWW-Authenticate": "Bearer"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler.start()
+        yield
+        scheduler.stop()  # the jobs go on: a restarted server tracks them again
+
+    app = FastAPI(title="alignflow job server", version="1", lifespan=lifespan, dependencies=[Depends(require_token)])
+    app.state.scheduler = scheduler
+    app.state.settings = settings
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, error: InputError) -> JSONResponse:
+        status = 413 if isinstance(error, ArchiveTooLarge) else 400
+        return JSONResponse({"detail": str(error), "where": error.where, "expected": error.expected, "got": error.got}, status_code=status)
+
+    def job_or_404(job_id: str):
+        record = store.get(job_id)
+        if record is None:
+            raise HTTPException(404, f"no job {job_id!r} on this server")
+        return record
+
+    @app.get("/server", summary="the server's GPU slots and the job on each")
+    def server() -> dict[str, Any]:
+        return {"slots": scheduler.occupied(), "queued": len(store.list((QUEUED,))), "data_root": str(data_root)}
+
+    # ------------------------------------------------------------------ uploads
+    @app.post("/uploads", status_code=201, summary="upload a dataset (images/ + masks/) or a folder of images as a zip body")
+    async def upload(request: Request, kind: str = Query(description=f"one of {', '.join(UPLOAD_KINDS)}"),
+                     name: str = Query("upload.zip", max_length=200)) -> dict[str, Any]:
+        if kind not in UPLOAD_KINDS:
+            raise InputError("kind", f"one of {', '.join(UPLOAD_KINDS)}", got=repr(kind))
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
+            raise ArchiveTooLarge(name, f"an upload of at most {settings.max_upload_bytes} bytes", got=f"{declared} bytes")
+        fd, staged = tempfile.mkstemp(dir=settings.scratch_dir, suffix=".zip")
+        try:
+            received = 0
+            with os.fdopen(fd, "wb") as sink:
+                async for chunk in request.stream():  # counted as it arrives: Content-Length may be absent or false
+                    received += len(chunk)
+                    if received > settings.max_upload_bytes:
+                        raise ArchiveTooLarge(name, f"an upload of at most {settings.max_upload_bytes} bytes", got="more")
+                    sink.write(chunk)
+            upload_id = new_id()
+            folder = uploads_root / upload_id
+            try:
+                counts = await run_in_threadpool(unpack_upload, Path(staged), folder / "data", kind, settings.max_extracted_bytes, name)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+        record = {"upload_id": upload_id, "kind": kind, "name": name, "uploaded": time.time(), **counts}
+        atomic_write_json(folder / "upload.json", record)
+        return record
+
+    @app.get("/uploads", summary="every uploaded set")
+    def uploads() -> list[dict[str, Any]]:
+        return [json.loads((folder / "upload.json").read_text()) for folder in sorted(uploads_root.iterdir()) if (folder / "upload.json").exists()]
+
+    # ------------------------------------------------------------------ jobs
+    @app.post("/jobs", status_code=201, summary="submit a job (queued until a GPU slot is free)")
+    def submit(request: JobRequest) -> dict[str, Any]:
+        return scheduler.submit(request.kind, request.config, request.request_id).public()
+
+    @app.get("/jobs", summary="every job, oldest first")
+    def jobs() -> list[dict[str, Any]]:
+        return [record.public() for record in store.list()]
+
+    @app.get("/jobs/{job_id}", summary="a job's record: state, exit code, failure message")
+    def job(job_id: str) -> dict[str, Any]:
+        return job_or_404(job_id).public()
+
+    @app.get("/jobs/{job_id}/events", summary="the job's events after the first `since` (long polling up to `wait` s)")
+    async def events(job_id: str, since: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0)) -> dict[str, Any]:
+        deadline = time.monotonic() + min(wait, MAX_WAIT_S)
+        while True:
+            record = await run_in_threadpool(job_or_404, job_id)
+            found = await run_in_threadpool(lambda: list(read_events(Path(record.run_dir)))[since:])
+            if found or record.state in FINAL_STATES or time.monotonic() >= deadline:
+                return {"events": found, "next": since + len(found), "state": record.state}
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    @app.post("/jobs/{job_id}/cancel", summary="stop the job and its whole process tree (its last checkpoint stays)")
+    def cancel(job_id: str) -> dict[str, Any]:
+        job_or_404(job_id)
+        return scheduler.cancel(job_id).public()
+
+    @app.post("/jobs/{job_id}/resume", status_code=201, summary="a new job that continues a failed or cancelled one from its last checkpoint")
+    def resume(job_id: str) -> dict[str, Any]:
+        job_or_404(job_id)
+        return scheduler.resume(job_id).public()
+
+    # ------------------------------------------------------------------ artifacts
+    @app.get("/jobs/{job_id}/artifacts", summary="the job's run folder as a zip (checkpoints, generator, outputs)")
+    def artifacts(job_id: str) -> FileResponse:
+        run_dir = Path(job_or_404(job_id).run_dir)
+        if not run_dir.is_dir():
+            raise HTTPException(404, f"job {job_id} has written nothing yet")
+        archive = _zip_folder(run_dir, settings.scratch_dir)
+        return FileResponse(archive, media_type="application/zip", filename=f"{job_id}.zip", background=BackgroundTask(os.unlink, archive))
+
+    @app.get("/jobs/{job_id}/files/{path:path}", summary="one file of the job's run folder")
+    def artifact_file(job_id: str, path: str) -> FileResponse:
+        run_dir = Path(job_or_404(job_id).run_dir).resolve()
+        file = (run_dir / path).resolve()
+        if not file.is_relative_to(run_dir) or not file.is_file():
+            raise HTTPException(404, f"no file {path!r} in job {job_id}'s run folder")
+        return FileResponse(file)
+
+    return app
+
+
+def _zip_folder(folder: Path, scratch: Path) -> Path:
+    """Zip ``folder`` into ``scratch``; a failed write (disk full) leaves no partial archive and answers 507."""
+    fd, name = tempfile.mkstemp(dir=scratch, suffix=".zip")
+    os.close(fd)
+    try:
+        # Stored, not deflated: checkpoints and PNGs do not compress, and the job keeps the CPU.
+        with zipfile.ZipFile(name, "w", zipfile.ZIP_STORED) as archive:
+            for file in sorted(folder.rglob("*")):
+                if file.is_file() and not file.is_symlink():
+                    archive.write(file, file.relative_to(folder).as_posix())
+    except OSError as error:
+        os.unlink(name)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise HTTPException(507, f"the server's scratch folder {scratch} is full ({error.strerror}); free space there and retry") from None
+        raise
+    return Path(name)
+
+
+__all__ = ["ServerSettings", "create_app"]
