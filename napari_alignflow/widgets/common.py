@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QWidget
+from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget
 from skimage.color import gray2rgb
 from skimage.exposure import rescale_intensity
 from skimage.util import img_as_ubyte
@@ -51,6 +51,20 @@ class PathField(QWidget):
         if not self.text():
             raise InputError(name, expected, "nothing")
         return Path(self.text()).expanduser()
+
+
+def spin_box(low: int, high: int, value: int | None = None) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    if value is not None:
+        box.setValue(value)
+    return box
+
+
+def choice_box(items: Iterable[str]) -> QComboBox:
+    box = QComboBox()
+    box.addItems(list(items))
+    return box
 
 
 def report_error(error: BaseException) -> None:

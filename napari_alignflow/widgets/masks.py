@@ -14,20 +14,18 @@ import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QSlider,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from alignflow.masks.postprocess import PostprocessConfig, postprocess_masks
 
-from .common import PathField, report_error, start_worker
+from .common import PathField, choice_box, report_error, spin_box, start_worker
 
 DEBOUNCE_MS = 40
 RAW_LAYER = "AlignFlow raw masks"
@@ -78,22 +76,15 @@ class MasksWidget(QWidget):
         self.postprocess_runs = 0  # how many times the chain ran (the debouncing is tested by it)
 
         self.generator = PathField("Trained mask generator (alignflow train-masks run folder)")
-        self.count = QSpinBox()
-        self.count.setRange(1, 64)
-        self.count.setValue(8)
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 200)
-        self.steps.setValue(28)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.device = QComboBox()
-        self.device.addItems(("auto", "cpu", "cuda", "mps"))
+        self.count = spin_box(1, 64, 8)
+        self.steps = spin_box(1, 200, 28)
+        self.seed = spin_box(0, 2**31 - 1)
+        self.device = choice_box(("auto", "cpu", "cuda", "mps"))
         self.generate_button = QPushButton("Generate masks")
         self.generate_button.clicked.connect(self._generate_clicked)
 
         defaults = PostprocessConfig()
-        self.num_classes = QSpinBox()
-        self.num_classes.setRange(2, 16)
+        self.num_classes = spin_box(2, 16)
         self.num_classes.setToolTip("K: classes including background (set from the generator)")
         self.threshold = LabelledSlider(5, 95, round(defaults.threshold * 100), 0.01)
         self.sigma = LabelledSlider(0, 50, round(defaults.sigma * 10), 0.1)

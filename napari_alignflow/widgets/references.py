@@ -22,14 +22,13 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from alignflow.data import IMAGE_SUFFIXES, read_image, write_image
 
-from .common import image_slices, report_error, start_worker
+from .common import image_slices, report_error, spin_box, start_worker
 
 THUMBNAIL = 72
 # Table 4 of the paper: alignment to a single reference is unreliable; the advisor needs 4 to split into halves.
@@ -105,9 +104,7 @@ class ReferencesWidget(QWidget):
         save.setToolTip("Write the references as PNG files (the Training panel's stage 2 reads a folder)")
         save.clicked.connect(self._choose_save_folder)
 
-        self.k_spin = QSpinBox()
-        self.k_spin.setRange(1, 100)
-        self.k_spin.setValue(10)
+        self.k_spin = spin_box(1, 100, 10)
         self.suggest_button = QPushButton("Suggest references")
         self.suggest_button.setToolTip("Pick the k most representative images of the open image layers "
                                        "(selected layers, or all if none is selected)")

@@ -11,14 +11,14 @@ import napari
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from alignflow.data import read_image
 from alignflow.errors import InputError
 from alignflow.training.config import read_config_file
 
 from ..runners import RUN_LOCATIONS, make_runner
-from .common import PathField, report_error, start_worker
+from .common import PathField, choice_box, report_error, spin_box, start_worker
 from .loss_plot import LossPlot
 
 POLL_MS = 500
@@ -39,20 +39,13 @@ class TrainingWidget(QWidget):
 
         self.source = PathField("Source dataset (folder with images/ and masks/)")
         self.out = PathField("Run folder (created; a new one per run)")
-        self.stage = QComboBox()
-        self.stage.addItems(list(STAGES))
+        self.stage = choice_box(list(STAGES))
         self.init = PathField("Stage-1 generator (its run folder)")
         self.references = PathField("Reference images (folder; References panel > Save as folder)")
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 1_000_000)
-        self.steps.setValue(1000)
-        self.batch_size = QSpinBox()
-        self.batch_size.setRange(1, 512)
-        self.batch_size.setValue(8)
-        self.device = QComboBox()
-        self.device.addItems(DEVICES)
-        self.run_on = QComboBox()
-        self.run_on.addItems(list(RUN_LOCATIONS))
+        self.steps = spin_box(1, 1_000_000, 1000)
+        self.batch_size = spin_box(1, 512, 8)
+        self.device = choice_box(DEVICES)
+        self.run_on = choice_box(list(RUN_LOCATIONS))
         self.config_file = PathField("Optional: YAML/JSON file of further options", folder=False)
 
         self.start_button = QPushButton("Start")
