@@ -90,7 +90,7 @@ def evaluate(name: str, space: str, generator_dir: Path, held_out: torch.Tensor,
     device = resolve_device("auto")
     generator = load_mask_generator(generator_dir, device)
     num_classes = generator.config.num_classes
-    post = PostprocessConfig(num_classes=num_classes)
+    post = PostprocessConfig.from_dict({**json.loads(args.postprocess), "num_classes": num_classes})
     seeds = list(range(args.samples))
     started = time.perf_counter()
     raw = generate_raw_masks(generator, seeds, num_steps=args.sample_steps).numpy()
@@ -155,6 +155,8 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--best-of-k-masks", type=int, default=16)
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--postprocess", default="{}", help="PostprocessConfig options as JSON (default: its defaults)")
+    parser.add_argument("--label", default="default", help="name of this post-processing setting in the results")
     parser.add_argument("--images", default="docs/images")
     args = parser.parse_args()
     work = Path(args.work)
@@ -178,14 +180,15 @@ def main() -> int:
             summary = json.loads((generator_dir.parent / "summary.json").read_text())
             result, pictures[space] = evaluate(name, space, generator_dir, held_out, args)
             result["train"] = {"steps": summary["steps"], "seconds": summary["seconds"]}
-            results[name][space] = result
+            results[name].setdefault(space, {})[args.label] = result
             print(f"\n{name} / {space}: {summary['steps']} steps in {summary['seconds'] / 60:.1f} min; raw invalid pixels {result['raw_invalid_fraction']:.4f}")
             print(f"  {'':14s} {'class':>5s} {'multi-comp':>10s} {'roughness':>10s} {'empty':>6s}")
             for step, stats in [*result["steps"].items(), ("real", real_stats)]:
                 for c, per_class in stats["classes"].items():
                     print(f"  {step:14s} {c:>5} {fmt(per_class['multi_component_fraction'])} {fmt(per_class['roughness_mean'])} {stats['empty_fraction']:6.3f}")
             print(f"  best of {args.k}: similarity {result['best_of_k']['mean_similarity_best']:.3f} vs first candidate {result['best_of_k']['mean_similarity_first_candidate']:.3f}")
-        picture(name, pictures, Path(args.images) / f"masks_{name}.png")
+        suffix = "" if args.label == "default" else f"_{args.label}"
+        picture(name, pictures, Path(args.images) / f"masks_{name}{suffix}.png")
         results_path.write_text(json.dumps(results, indent=2))
     print(f"\nresults in {results_path}")
     return 0
