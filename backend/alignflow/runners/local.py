@@ -30,6 +30,27 @@ EXIT_FILE = "exit_code"
 CANCEL_GRACE_S = 20.0  # SIGINT lets training write a checkpoint before SIGKILL
 
 
+def live_processes_in_group(pgid: int) -> list[int]:
+    """Processes of a process group that still run (zombies excluded); Linux /proc, else a signal-0 probe."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    live = []
+    for stat_file in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            live.append(int(stat_file.parent.name))
+    return live
+
+
 class LocalRunner:
     """Runs jobs as subprocesses of this machine; implements :class:`alignflow.runners.base.Runner`."""
 
@@ -84,16 +105,23 @@ class LocalRunner:
         return list(read_events(Path(self._job(job_id)["run_dir"])))[since:]
 
     def cancel(self, job_id: str) -> None:
+        """SIGINT to the job's process group (training checkpoints), SIGKILL to what is left after the grace time;
+        returns once no process of the group runs. Blocks up to ``CANCEL_GRACE_S``: call it off a UI thread."""
         job = self._job(job_id)
         if not self._alive(job_id, job["pid"]):
             return  # already finished: its state stays what it was
         (self.jobs_root / job_id / "cancelled").touch()
+        # The whole group, not just the shell: the shell may exit on SIGINT while the job still writes its checkpoint.
         self._signal(job["pid"], signal.SIGINT)
         deadline = time.monotonic() + CANCEL_GRACE_S
-        while self._alive(job_id, job["pid"]) and time.monotonic() < deadline:
+        while live_processes_in_group(job["pid"]) and time.monotonic() < deadline:
+            self._exit_code(job_id)  # reap the shell
             time.sleep(0.1)
-        if self._alive(job_id, job["pid"]):
+        if live_processes_in_group(job["pid"]):
             self._signal(job["pid"], signal.SIGKILL)
+            while live_processes_in_group(job["pid"]):
+                time.sleep(0.05)
+        self._exit_code(job_id)
 
     def fetch(self, job_id: str, destination: Path) -> Path:
         source = Path(self._job(job_id)["run_dir"])
