@@ -8,6 +8,7 @@ finds them; progress is the job's own ``events.jsonl``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json
 from ..errors import InputError
-from ..training.events import read_events
+from ..training.events import EVENTS_FILE, read_events
 from .base import CANCELLED, FAILED, JOB_KINDS, RESUMABLE_KINDS, RUNNING, SUCCEEDED, JobStatus
 
 JOB_FILE = "job.json"
@@ -60,6 +61,7 @@ class LocalRunner:
         self.python = python
         self.env = env
         self._processes: dict[str, subprocess.Popen] = {}
+        self._cursors: dict[str, tuple[int, int]] = {}  # job -> (events read, byte offset reached)
 
     # ------------------------------------------------------------------ Runner
     def submit(self, kind: str, config: dict[str, Any], resume: bool = False) -> str:
@@ -102,7 +104,25 @@ class LocalRunner:
         return JobStatus(job_id, job["kind"], state, job["run_dir"], exit_code, message)
 
     def events(self, job_id: str, since: int = 0) -> list[dict[str, Any]]:
-        return list(read_events(Path(self._job(job_id)["run_dir"])))[since:]
+        # A poller (the plugin's UI thread, twice a second) asks for the events after those it has: continue from
+        # the byte offset reached last time instead of parsing the whole file again. Only complete lines are read,
+        # so a line being written is picked up whole on the next call.
+        count, offset = self._cursors.get(job_id, (0, 0))
+        if since < count:
+            count, offset = 0, 0
+        path = Path(self._job(job_id)["run_dir"]) / EVENTS_FILE
+        new: list[dict[str, Any]] = []
+        if path.exists():
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            for line in complete.splitlines():
+                with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+                    new.append(json.loads(line))
+            offset += len(complete)
+        self._cursors[job_id] = (count + len(new), offset)
+        return new[since - count:]
 
     def cancel(self, job_id: str) -> None:
         """SIGINT to the job's process group (training checkpoints), SIGKILL to what is left after the grace time;

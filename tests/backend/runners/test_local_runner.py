@@ -74,6 +74,22 @@ def test_cancel_stops_the_process_group_and_keeps_a_checkpoint(tmp_path, source)
     assert any(e["type"] == "resume" and e["step"] == stopped_at for e in runner.events(resumed))
 
 
+def test_events_are_read_incrementally_and_a_half_written_line_waits(tmp_path):
+    runner = LocalRunner(tmp_path / "jobs")
+    job = runner.submit("train-masks", {"out": str(tmp_path / "run"), "source": str(tmp_path / "none")})
+    wait(runner, job)  # fails at once (no dataset) after writing its error event
+    events = (tmp_path / "run" / "events.jsonl")
+    first = runner.events(job)
+    with open(events, "a") as handle:
+        handle.write('{"type": "progress", "step": 1}\n{"type": "progr')  # a writer mid-line
+    assert runner.events(job, since=len(first)) == [{"type": "progress", "step": 1}]
+    with open(events, "a") as handle:
+        handle.write('ess", "step": 2}\n')
+    assert runner.events(job, since=len(first) + 1) == [{"type": "progress", "step": 2}]
+    assert runner.events(job) == [*first, {"type": "progress", "step": 1}, {"type": "progress", "step": 2}]
+    assert LocalRunner(tmp_path / "jobs").events(job, since=len(first)) == runner.events(job, since=len(first))
+
+
 def test_bad_kind_and_missing_job_are_input_errors(tmp_path):
     runner = LocalRunner(tmp_path / "jobs")
     with pytest.raises(InputError, match="kind"):
