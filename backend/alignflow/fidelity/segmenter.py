@@ -8,7 +8,6 @@ generator that learns to please the reward segmenter should not thereby also ple
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import atomic_directory, atomic_write_json
 from ..config import DictConfig
 from ..errors import InputError
-from ..training.checkpoint import MODEL_FILE, load_tensors, save_tensors
+from ..training.checkpoint import MODEL_FILE, read_model_folder, save_model_folder
 
 SEGMENTER_DIR = "segmenter"
 SEGMENTER_CONFIG_FILE = "segmenter.json"
@@ -128,29 +126,19 @@ class LoadedSegmenter:
 
 def save_segmenter(folder: Path, model: Segmenter, info: dict[str, Any]) -> Path:
     """Weights + config + provenance, written atomically."""
-    with atomic_directory(Path(folder)) as tmp:
-        save_tensors(model.saved_state_dict(), tmp / MODEL_FILE)
-        atomic_write_json(tmp / SEGMENTER_CONFIG_FILE, {**model.config.to_dict(), "_info": {"model": MODEL_KIND, **info}})
-    return Path(folder)
+    return save_model_folder(folder, model, model.config.to_dict(), {"model": MODEL_KIND, **info}, SEGMENTER_CONFIG_FILE)
 
 
 def load_segmenter(folder: str | Path, device: torch.device | str = "cpu") -> LoadedSegmenter:
     """A segmenter folder (or the run folder holding ``segmenter/``), frozen and in eval mode."""
-    folder = Path(folder)
-    if (folder / SEGMENTER_DIR / SEGMENTER_CONFIG_FILE).exists():
-        folder = folder / SEGMENTER_DIR
+    values, weights, info, folder = read_model_folder(
+        Path(folder), config_file=SEGMENTER_CONFIG_FILE, subfolder=SEGMENTER_DIR,
+        expected=f"a segmenter folder from `alignflow train-evaluator` ({SEGMENTER_CONFIG_FILE} + {MODEL_FILE}) or its run folder")
     config_path = folder / SEGMENTER_CONFIG_FILE
-    if not config_path.is_file():
-        raise InputError(folder, f"a segmenter folder from `alignflow train-evaluator` ({SEGMENTER_CONFIG_FILE} + {MODEL_FILE}) or its run folder")
-    try:
-        values = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(config_path, "valid JSON", str(error)) from None
-    info = values.pop("_info", {})
     if info.get("model") != MODEL_KIND:
         raise InputError(config_path, f"a segmenter from `alignflow train-evaluator` (model {MODEL_KIND!r})", repr(info.get("model")))
     model = Segmenter(SegmenterConfig.from_dict(values, str(config_path)))
-    model.load_saved_state_dict(load_tensors(folder / MODEL_FILE), str(folder / MODEL_FILE))
+    model.load_saved_state_dict(weights, str(folder / MODEL_FILE))
     return LoadedSegmenter(model.to(device).eval().requires_grad_(False), info, folder)
 
 

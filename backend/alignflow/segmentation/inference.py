@@ -13,7 +13,6 @@ Outputs have each input image's own size: samples are drawn at the model's resol
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from ..atomic import atomic_open, atomic_write_json
 from ..data import resize_image, resize_to, to_tensor, write_image, write_mask
 from ..device import autocast, resolve_device
 from ..errors import InputError
-from ..training.checkpoint import MODEL_FILE, load_tensors
+from ..training.checkpoint import MODEL_FILE, read_model_folder
 from .config import MedFlowSegConfig
 from .flow import decode_labels, euler_sample
 from .model import MedFlowSeg
@@ -54,21 +53,11 @@ class LoadedSegmenter:
 
 def load_segmenter(folder: str | Path, device: str | torch.device = "auto") -> LoadedSegmenter:
     """A trained segmenter from its folder (or a run folder holding ``segmenter/``); weights via safetensors only."""
-    folder = Path(folder)
-    if (folder / SEGMENTER_DIR / SEGMENTER_CONFIG_FILE).exists():
-        folder = folder / SEGMENTER_DIR
-    config_path = folder / SEGMENTER_CONFIG_FILE
-    if not config_path.is_file():
-        raise InputError(folder, f"a trained segmenter folder (with {SEGMENTER_CONFIG_FILE} and {MODEL_FILE}) or a train-segmenter run folder")
-    try:
-        values = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(config_path, "valid JSON", str(error)) from None
-    if not isinstance(values, dict):
-        raise InputError(config_path, "a JSON object of model settings", type(values).__name__)
-    info = values.pop("_info", {})
-    model = MedFlowSeg(MedFlowSegConfig.from_dict(values, where=str(config_path)))
-    model.load_saved_state_dict(load_tensors(folder / MODEL_FILE), str(folder / MODEL_FILE))
+    values, weights, info, folder = read_model_folder(
+        Path(folder), config_file=SEGMENTER_CONFIG_FILE, subfolder=SEGMENTER_DIR,
+        expected=f"a trained segmenter folder (with {SEGMENTER_CONFIG_FILE} and {MODEL_FILE}) or a train-segmenter run folder")
+    model = MedFlowSeg(MedFlowSegConfig.from_dict(values, where=str(folder / SEGMENTER_CONFIG_FILE)))
+    model.load_saved_state_dict(weights, str(folder / MODEL_FILE))
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return LoadedSegmenter(model.to(device).eval().requires_grad_(False), info, folder, device)
 

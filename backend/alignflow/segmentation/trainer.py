@@ -22,11 +22,10 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from ..atomic import atomic_directory, atomic_write_json
 from ..data import load_pairs, mask_to_rgb, random_flips, scan_dataset, to_uint8, write_image
 from ..device import autocast
 from ..errors import InputError
-from ..training.checkpoint import MODEL_FILE, save_tensors
+from ..training.checkpoint import save_model_folder
 from ..training.events import Listener
 from ..training.loop import TrainingRun, seed_everything
 from .config import MedFlowSegConfig, SegmenterTrainConfig
@@ -80,10 +79,7 @@ class TrainingState(nn.Module):
 
 def save_segmenter(folder: Path, model: MedFlowSeg, info: dict[str, Any]) -> Path:
     """The exported segmenter (what ``segment`` loads): weights + config + provenance, written atomically."""
-    with atomic_directory(Path(folder)) as tmp:
-        save_tensors(model.saved_state_dict(), tmp / MODEL_FILE)
-        atomic_write_json(tmp / SEGMENTER_CONFIG_FILE, {**model.config.to_dict(), "_info": {"model": MODEL_KIND, **info}})
-    return Path(folder)
+    return save_model_folder(folder, model, model.config.to_dict(), {"model": MODEL_KIND, **info}, SEGMENTER_CONFIG_FILE)
 
 
 def check_training_tensors(images: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -101,25 +101,43 @@ def load_training_checkpoint(
     return state
 
 
-def save_generator(folder: Path, model: torch.nn.Module, generator_config: dict[str, Any], info: dict[str, Any]) -> Path:
-    """The exported generator (what ``align`` and ``generate`` load): weights + config, written atomically."""
+def save_model_folder(
+    folder: Path, model: torch.nn.Module, config: dict[str, Any], info: dict[str, Any], config_file: str = GENERATOR_CONFIG_FILE
+) -> Path:
+    """An exported model (weights + config, with its provenance under ``_info``), written atomically."""
     with atomic_directory(Path(folder)) as tmp:
         save_tensors(model.saved_state_dict(), tmp / MODEL_FILE)
-        atomic_write_json(tmp / GENERATOR_CONFIG_FILE, {**generator_config, "_info": info})
+        atomic_write_json(tmp / config_file, {**config, "_info": info})
     return Path(folder)
+
+
+def read_model_folder(
+    folder: Path, *, config_file: str = GENERATOR_CONFIG_FILE, subfolder: str = "generator", expected: str | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any], Path]:
+    """(config, weights, info, model folder) of an exported model folder, or of a run folder's ``subfolder``."""
+    folder = Path(folder)
+    if (folder / subfolder / config_file).exists():
+        folder = folder / subfolder
+    config_path = folder / config_file
+    if not config_path.is_file():
+        raise InputError(folder, expected or f"a trained model folder (with {config_file} and {MODEL_FILE}) or a run folder holding one")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(config_path, "valid JSON", str(error)) from None
+    if not isinstance(config, dict):
+        raise InputError(config_path, "a JSON object of model settings", type(config).__name__)
+    info = config.pop("_info", {})
+    return config, load_tensors(folder / MODEL_FILE), info, folder
+
+
+def save_generator(folder: Path, model: torch.nn.Module, generator_config: dict[str, Any], info: dict[str, Any]) -> Path:
+    """The exported generator (what ``align`` and ``generate`` load)."""
+    return save_model_folder(folder, model, generator_config, info)
 
 
 def read_generator_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(generator config, weights, info) of a generator folder, or of a run folder's ``generator/``."""
-    folder = Path(folder)
-    if (folder / "generator" / GENERATOR_CONFIG_FILE).exists():
-        folder = folder / "generator"
-    config_path = folder / GENERATOR_CONFIG_FILE
-    if not config_path.exists():
-        raise InputError(folder, f"a trained generator folder (with {GENERATOR_CONFIG_FILE} and {MODEL_FILE}) or a run folder holding one")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(config_path, "valid JSON", str(error)) from None
-    info = config.pop("_info", {})
-    return config, load_tensors(folder / MODEL_FILE), info
+    config, weights, info, _ = read_model_folder(
+        folder, expected=f"a trained generator folder (with {GENERATOR_CONFIG_FILE} and {MODEL_FILE}) or a run folder holding one")
+    return config, weights, info
