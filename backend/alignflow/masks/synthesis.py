@@ -188,7 +188,9 @@ def synthesize_masks(config: MaskSynthesisConfig, listeners: list[Listener] | No
         raise InputError(config.masks, f"class ids below {num_classes} (the mask generator's classes)", f"id {int(real.max())}")
     encoder = build_feature_encoder(config.feature_encoder, device=device)
     real_features = mask_features(encoder, real, num_classes)
-    init = load_masks(paths, generator.config.resolution) if config.strength < 1.0 else None
+    init = None
+    if config.strength < 1.0:  # the real masks at the generator's own size, for SDEdit starts
+        init = real if size == generator.config.resolution else load_masks(paths, generator.config.resolution)
     log = EventLog(out, listeners)
     log.emit("start", stage="masks:generate", step=0, total=len(paths), device=str(device))
     k = config.candidates
