@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Engine areas that add their own subcommands. Each module defines ``register(commands, add_common_flags)``, which
 # adds its parsers with ``set_defaults(handler=...)``; a handler takes the parsed args and returns an exit code.
 # The modules import their heavy dependencies inside the handlers, so ``alignflow --help`` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ("alignflow.advisor.commands", "alignflow.export.commands", "alignflow.fidelity.commands", "alignflow.masks.commands", "alignflow.metrics.commands", "alignflow.runners.commands", "alignflow.segmentation.commands")
+COMMAND_MODULES: tuple[str, ...] = ("alignflow.advisor.commands", "alignflow.downstream.commands", "alignflow.export.commands", "alignflow.fidelity.commands", "alignflow.masks.commands", "alignflow.metrics.commands", "alignflow.runners.commands", "alignflow.segmentation.commands")
 
 
 def _options(args: argparse.Namespace, drop: Sequence[str] = ()) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""Configuration of a downstream evaluation: which segmenter, trained on which real (+ synthetic) pairs, scored on
+which test sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import DictConfig
+from ..device import autocast
+from ..errors import InputError
+
+MODELS = ("unet", "segformer", "medflowseg")
+# Learning rates when ``lr`` is not given: the evaluator's for the UNet, a from-scratch transformer's for SegFormer,
+# the paper's (Section 4.2) for MedFlowSeg.
+DEFAULT_LR = {"unet": 1e-3, "segformer": 3e-4, "medflowseg": 1e-4}
+
+
+@dataclass
+class DownstreamConfig(DictConfig):
+    """Train ``model`` on ``train`` (+ ``synthetic``) and score it on every folder of ``test``.
+
+    ``synthetic_share``: None draws every batch uniformly from the union of real and synthetic pairs; a fraction s
+    in [0, 1) makes s of every batch synthetic (in expectation when s x batch_size is not a whole number).
+    ``pretrain_synthetic_steps``: first this many steps on synthetic pairs only, then ``steps`` on the mix.
+    """
+
+    config_name = "downstream config"
+    validate_on_load = True
+
+    train: str = ""  # labelled real pairs: a folder with images/ and masks/
+    test: dict[str, str] = field(default_factory=dict)  # test set name -> labelled folder
+    out: str = ""  # output folder: splits.json, results.json, the run and the trained model
+    synthetic: str | None = None  # synthetic pairs in the same layout (alignflow generate / export --format folders)
+    synthetic_share: float | None = None
+    pretrain_synthetic_steps: int = 0
+    model: str = "unet"  # "unet" (MONAI UNet), "segformer" (transformers SegFormer) or "medflowseg"
+    model_options: dict[str, Any] = field(default_factory=dict)  # architecture / sampling overrides (docs/downstream.md)
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float | None = None  # None: the model's default (DEFAULT_LR)
+    weight_decay: float = 1e-4  # unet and segformer (MedFlowSeg keeps its own, 0)
+    resolution: int = 128  # training and test images and masks are squashed to this square side
+    max_pairs: int | None = None  # at most the first N pairs of train and of synthetic (quick runs)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    checkpoint_every: int = 500
+    preview_every: int = 500
+    log_every: int = 10
+
+    def validate(self) -> None:
+        if not self.train:
+            raise InputError("--train", "a labelled dataset folder with images/ and masks/", "nothing")
+        if not self.out:
+            raise InputError("--out", "an output folder", "nothing")
+        if not isinstance(self.test, dict) or not self.test:
+            raise InputError("--test", "at least one test set NAME=FOLDER", repr(self.test) if self.test else "none")
+        for name, folder in self.test.items():
+            if not name or not isinstance(name, str) or "/" in name:
+                raise InputError("--test", "test set names without '/' (NAME=FOLDER)", repr(name))
+            for sub in ("images", "masks"):
+                if not (Path(folder) / sub).is_dir():
+                    raise InputError(f"--test {name}={folder}", f"a labelled dataset folder with images/ and masks/ (no {sub}/ found)")
+        if self.model not in MODELS:
+            raise InputError("--model", f"one of {', '.join(MODELS)}", repr(self.model))
+        if self.synthetic_share is not None:
+            if not 0.0 <= float(self.synthetic_share) < 1.0:
+                raise InputError("--synthetic-share", "a fraction in [0, 1) (or none: uniform over real + synthetic)", str(self.synthetic_share))
+            if not self.synthetic:
+                raise InputError("--synthetic-share", "--synthetic (a folder of synthetic pairs) to draw that share from", "no --synthetic")
+        if int(self.pretrain_synthetic_steps) < 0:
+            raise InputError("--pretrain-synthetic-steps", "a non-negative integer", str(self.pretrain_synthetic_steps))
+        if self.pretrain_synthetic_steps and not self.synthetic:
+            raise InputError("--pretrain-synthetic-steps", "--synthetic (a folder of synthetic pairs) to pre-train on", "no --synthetic")
+        if self.pretrain_synthetic_steps and self.model == "medflowseg":
+            raise InputError("--pretrain-synthetic-steps", "0 for --model medflowseg (its trainer cannot start from another run's weights)",
+                             str(self.pretrain_synthetic_steps))
+        for name in ("steps", "batch_size", "resolution", "log_every", "checkpoint_every", "preview_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"--{name.replace('_', '-')}", "a positive integer", repr(value))
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise InputError("--max-pairs", "a positive integer", str(self.max_pairs))
+        if self.lr is not None and self.lr <= 0:
+            raise InputError("--lr", "a positive learning rate", str(self.lr))
+        if not isinstance(self.model_options, dict):
+            raise InputError("model_options", "a mapping of option names to values", type(self.model_options).__name__)
+        autocast(torch.device("cpu"), self.precision)  # rejects an unknown precision by name
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.lr) if self.lr is not None else DEFAULT_LR[self.model]
+
+    @property
+    def total_steps(self) -> int:
+        """Optimisation steps of the whole run: synthetic pre-training, then the mix."""
+        return self.pretrain_synthetic_steps + self.steps

@@ -1,0 +1,209 @@
+"""Downstream evaluation: what a segmenter trained with or without synthetic pairs scores on target test sets.
+
+    OUT/splits.json      the exact training, synthetic and test files used (resolved paths), so the run is reproducible
+    OUT/results.json     per test set: mean/std of Dice, IoU, HD95 (+ undefined count), per class, per image; the
+                         training time and the config
+    OUT/predictions/NAME/STEM.png   predicted class ids at the scoring resolution (binary: 0/255)
+    OUT/model/ (unet, segformer) or OUT/segmenter/ (medflowseg)        the trained model
+    OUT/config.json, events.jsonl, checkpoints/, previews/, summary.json   the training run, as every run
+
+Everything, training and scoring, happens at ``config.resolution``: images and masks are squashed to that square
+(antialiased / nearest neighbour) exactly as ``alignflow.data.load_pairs`` loads training pairs; HD95 is in pixels
+of that square.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write_json
+from ..data import SegmentationFolder, load_pairs, scan_dataset, write_mask
+from ..device import autocast, resolve_device
+from ..errors import InputError, check_known_keys
+from ..training.events import EventLog, Listener
+from .config import DownstreamConfig
+from .metrics import score_segmentations, summarize_scores
+from .models import load_model
+from .training import DownstreamTrainer, TrainingPairs
+
+RESULTS_FILE = "results.json"
+SPLITS_FILE = "splits.json"
+PREDICTIONS_DIR = "predictions"
+Predictor = Callable[[torch.Tensor], torch.Tensor]  # images [N, 3, R, R] in [0, 1] -> class ids [N, R, R]
+
+# MedFlowSeg: sampling options of model_options (the rest go to its SegmenterTrainConfig). Defaults: 10 samples x 5
+# Euler steps, the best cell of docs/benchmarks.md's MedFlowSeg sweep (50 steps scored no better).
+MEDFLOWSEG_SAMPLING = {"num_samples": 10, "num_steps": 5, "fusion": "staple", "sample_batch_size": 4}
+MEDFLOWSEG_TRAINING = {"preset", "model", "weight_decay", "lambda_aux", "alpha_ce", "ema_decay", "flip_augment"}
+
+
+def evaluate_segmentation(config: DownstreamConfig, listeners: list[Listener] | None = None, resume: bool = False) -> dict[str, Any]:
+    """Engine API: train ``config.model`` on ``config.train`` (+ ``config.synthetic``), score it on every test set and
+    return the results (the content of OUT/results.json).
+
+    A finished evaluation of the same config in ``config.out`` is returned as it is, without training again; a killed
+    one continues from its last checkpoint with ``resume=True``.
+    """
+    config.validate()
+    out = Path(config.out)
+    finished = _finished_results(out, config)
+    if finished is not None:
+        return finished
+    if not resume and (out / "config.json").exists():
+        raise InputError(out, "a new output folder (this one holds an unfinished evaluation: add --resume to continue it, or choose another --out)")
+    train, synthetic = scan_dataset(Path(config.train)), scan_dataset(Path(config.synthetic)) if config.synthetic else None
+    tests = {name: _scan_test(name, folder) for name, folder in config.test.items()}
+    num_classes = max(folder.num_classes for folder in [train, *([synthetic] if synthetic else []), *tests.values()])
+    train_count = _count(train, config.max_pairs)
+    synthetic_count = _count(synthetic, config.max_pairs) if synthetic else 0
+    _write_splits(out, config, train, train_count, synthetic, synthetic_count, tests, resume)
+    pairs = TrainingPairs(*load_pairs(train, config.resolution, range(train_count)),
+                          *(load_pairs(synthetic, config.resolution, range(synthetic_count)) if synthetic
+                            else _no_pairs(config.resolution)), num_classes)
+    if config.model == "medflowseg":
+        predict, model_folder = _train_medflowseg(config, pairs, listeners, resume)
+    else:
+        predict, model_folder = _train_network(config, pairs, listeners, resume)
+    summary = json.loads((out / "summary.json").read_text())
+    log = EventLog(out, listeners)
+    scores = {}
+    for index, (name, folder) in enumerate(tests.items()):
+        scores[name] = _score_test_set(folder, config.resolution, num_classes, predict, out / PREDICTIONS_DIR / name)
+        log.emit("progress", stage="test", step=index + 1, total=len(tests), test_set=name)
+    results = {
+        "test": scores, "train_seconds": summary["seconds"], "peak_memory_mb": summary.get("peak_memory_mb"),
+        "model": config.model, "model_folder": str(model_folder), "num_classes": num_classes, "resolution": config.resolution,
+        "real_pairs": train_count, "synthetic_pairs": synthetic_count, "config": _comparable(config),
+    }
+    atomic_write_json(out / RESULTS_FILE, results)
+    log.emit("done", stage="test", total=len(tests), results=str(out / RESULTS_FILE),
+             **{f"dice_{name}": block["dice"] for name, block in scores.items()})
+    return results
+
+
+def _comparable(config: DownstreamConfig) -> dict[str, Any]:
+    """The config as results.json stores it (JSON types), to tell whether a stored result belongs to a config."""
+    return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def _finished_results(out: Path, config: DownstreamConfig) -> dict[str, Any] | None:
+    path = out / RESULTS_FILE
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text(encoding="utf-8"))
+    stored, wanted = dict(results.get("config", {})), _comparable(config)
+    stored.pop("out", None), wanted.pop("out", None)  # the same folder, however it was spelled
+    if stored != wanted:
+        changed = sorted(key for key in set(stored) | set(wanted) if stored.get(key) != wanted.get(key))
+        raise InputError(path, "results of this configuration, or another --out folder", f"results of another configuration (differs in {changed})")
+    return results
+
+
+def _scan_test(name: str, folder: str) -> SegmentationFolder:
+    try:
+        return scan_dataset(Path(folder))
+    except InputError as error:
+        raise InputError(f"--test {name}={folder}", "a labelled dataset folder with images/ and masks/", str(error)) from None
+
+
+def _count(folder: SegmentationFolder, max_pairs: int | None) -> int:
+    return len(folder) if max_pairs is None else min(max_pairs, len(folder))
+
+
+def _no_pairs(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(0, 3, resolution, resolution), torch.zeros(0, resolution, resolution, dtype=torch.long)
+
+
+def _files(folder: SegmentationFolder, count: int) -> list[dict[str, str]]:
+    return [{"stem": pair.stem, "image": str(pair.image.resolve()), "mask": str(pair.mask.resolve())} for pair in folder.pairs[:count]]
+
+
+def _write_splits(out: Path, config: DownstreamConfig, train: SegmentationFolder, train_count: int,
+                  synthetic: SegmentationFolder | None, synthetic_count: int, tests: dict[str, SegmentationFolder], resume: bool) -> None:
+    """OUT/splits.json; a resumed run must find the same files it started with."""
+    splits = {"train": _files(train, train_count), "synthetic": _files(synthetic, synthetic_count) if synthetic else [],
+              "test": {name: _files(folder, len(folder)) for name, folder in tests.items()}}
+    path = out / SPLITS_FILE
+    if resume and path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != splits:
+            changed = [key for key in splits if previous.get(key) != splits[key]]
+            raise InputError(path, "the same training, synthetic and test files as when the run started", f"other files in {changed}")
+    atomic_write_json(path, splits)
+
+
+# ------------------------------------------------------------------------------------------------- the models
+
+
+def _train_network(config: DownstreamConfig, pairs: TrainingPairs, listeners: list[Listener] | None, resume: bool) -> tuple[Predictor, Path]:
+    folder = DownstreamTrainer(config, pairs, listeners, resume).run()
+    device = resolve_device(config.device)
+    model, _ = load_model(folder, device)
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        with autocast(device, config.precision):
+            return model.predict(images.to(device), config.batch_size).cpu()
+
+    return predict, folder
+
+
+def medflowseg_training_pairs(pairs: TrainingPairs, share: float | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One tensor pool for MedFlowSeg's trainer, which draws its batches uniformly from the pairs it is given: the
+    real pairs, plus synthetic ones cycled (in a seeded order) to round(s R / (1 - s)) pairs for a share s of R
+    real pairs, so s of every batch is synthetic in expectation (not per batch, as for unet/segformer). With share
+    None the pool is simply real + synthetic; with share 0 it is real only."""
+    real, synthetic = len(pairs.real_images), len(pairs.synthetic_images)
+    if share is None or synthetic == 0:
+        wanted = synthetic
+    else:
+        wanted = round(share * real / (1.0 - share))
+    order = torch.randperm(synthetic, generator=torch.Generator().manual_seed(seed)) if synthetic else torch.zeros(0, dtype=torch.long)
+    chosen = order[torch.arange(wanted) % max(synthetic, 1)] if wanted else torch.zeros(0, dtype=torch.long)
+    return (torch.cat([pairs.real_images, pairs.synthetic_images[chosen]]),
+            torch.cat([pairs.real_masks, pairs.synthetic_masks[chosen]]))
+
+
+def _train_medflowseg(config: DownstreamConfig, pairs: TrainingPairs, listeners: list[Listener] | None, resume: bool) -> tuple[Predictor, Path]:
+    """MedFlowSeg's own trainer (``alignflow.segmentation``) in OUT, on the pool of :func:`medflowseg_training_pairs`;
+    test images are segmented with an ensemble fused by STAPLE (``model_options``: num_samples, num_steps, fusion)."""
+    from ..segmentation.config import SegmenterTrainConfig
+    from ..segmentation.inference import load_segmenter, segment_images
+    from ..segmentation.trainer import train_segmenter
+
+    options = dict(config.model_options)
+    check_known_keys(options, MEDFLOWSEG_TRAINING | set(MEDFLOWSEG_SAMPLING), "model_options")
+    sampling = {key: options.pop(key, default) for key, default in MEDFLOWSEG_SAMPLING.items()}
+    train_config = SegmenterTrainConfig.from_dict({
+        "preset": "small", **options, "out": config.out, "resolution": config.resolution, "steps": config.steps,
+        "batch_size": config.batch_size, "lr": config.learning_rate, "num_classes": pairs.num_classes, "seed": config.seed,
+        "device": config.device, "precision": config.precision, "log_every": config.log_every,
+        "checkpoint_every": config.checkpoint_every, "preview_every": config.preview_every})
+    images, masks = medflowseg_training_pairs(pairs, config.synthetic_share, config.seed)
+    folder = train_segmenter(train_config, listeners, resume, images=images, masks=masks)
+    segmenter = load_segmenter(folder, config.device)
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        result = segment_images(segmenter, images, num_samples=sampling["num_samples"], num_steps=sampling["num_steps"],
+                                seed=config.seed, batch_size=sampling["sample_batch_size"], fusion=sampling["fusion"],
+                                precision=config.precision)
+        return torch.from_numpy(np.stack([item.labels for item in result.images])).long()
+
+    return predict, folder
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+
+
+def _score_test_set(folder: SegmentationFolder, resolution: int, num_classes: int, predict: Predictor, predictions: Path) -> dict[str, Any]:
+    images, masks = load_pairs(folder, resolution)
+    predicted = predict(images)
+    for pair, labels in zip(folder.pairs, predicted):
+        write_mask(predictions / f"{pair.stem}.png", labels.numpy().astype(np.uint8))
+    scores = score_segmentations(predicted, masks, num_classes)
+    return {"folder": str(folder.root), **summarize_scores(scores, [pair.stem for pair in folder.pairs])}
