@@ -1,4 +1,5 @@
-"""``alignflow serve`` (the job server) and ``alignflow remote submit|status|logs|cancel|fetch|resume`` (its client)."""
+"""``alignflow serve`` (the job server), ``alignflow remote submit|status|logs|cancel|fetch|resume`` (its client) and
+``alignflow slurm submit|status|cancel`` (jobs on a SLURM cluster)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..errors import InputError
 
 DEFAULT_PORT = 8765  # the same as alignflow.runners.remote.DEFAULT_PORT (not imported: keeps --help light)
 URL_ENV = "ALIGNFLOW_SERVER_URL"
+SLURM_JOBS_ENV = "ALIGNFLOW_SLURM_JOBS"
 
 
 def register(commands: Any, add_common_flags: Any) -> None:
@@ -47,6 +49,33 @@ def register(commands: Any, add_common_flags: Any) -> None:
         action.add_argument("--retries", type=int, default=5, help="tries after the first, with exponential backoff")
         add_common_flags(action)
         action.set_defaults(handler=_run_remote)
+    _register_slurm(commands, add_common_flags)
+
+
+def _register_slurm(commands: Any, add_common_flags: Any) -> None:
+    slurm = commands.add_parser("slurm", help="run jobs on a SLURM cluster (submitit); see docs/remote.md", argument_default=argparse.SUPPRESS)
+    actions = slurm.add_subparsers(dest="action", required=True)
+    submit = actions.add_parser("submit", help="submit a job (the same config files as the CLI; paths on the shared filesystem)",
+                                argument_default=argparse.SUPPRESS)
+    submit.add_argument("kind", help="train, align, train-masks, masks, generate, augment, train-segmenter or segment")
+    submit.add_argument("--resume", action="store_true", help="continue the run in the config's out from its last checkpoint")
+    submit.add_argument("--cluster", choices=["slurm", "local"], default="slurm", help="local: submitit's local executor (no cluster)")
+    submit.add_argument("--partition")
+    submit.add_argument("--account")
+    submit.add_argument("--nodes", type=int, default=1)
+    submit.add_argument("--tasks-per-node", type=int, default=1, help="> 1: data-parallel training, one task per GPU")
+    submit.add_argument("--gpus-per-node", type=int, default=0)
+    submit.add_argument("--cpus-per-task", type=int, default=4)
+    submit.add_argument("--mem-gb", type=float)
+    submit.add_argument("--time-min", type=int, default=24 * 60, help="time limit in minutes (default 1440)")
+    submit.add_argument("--setup", action="append", default=[], help="a shell line run first on the node (repeat): module load ..., source .../activate")
+    for name, helptext in (("status", "a job's state (every job without JOB)"), ("cancel", "stop a job (it checkpoints first)")):
+        action = actions.add_parser(name, help=helptext, argument_default=argparse.SUPPRESS)
+        action.add_argument("job", nargs="?" if name == "status" else None, help="job id")
+    for action in actions.choices.values():
+        action.add_argument("--jobs-root", help=f"job folders, on the filesystem the nodes share (default ${SLURM_JOBS_ENV}, else ./alignflow-slurm)")
+        add_common_flags(action)
+        action.set_defaults(handler=_run_slurm)
 
 
 def _gpus(value: str | None) -> list[str]:
@@ -109,6 +138,28 @@ def _run_remote(args: argparse.Namespace) -> int:
         print(runner.resume(args.job))
         return 0
     print(f"run folder of {args.job} written to {runner.fetch(args.job, Path(args.destination))}")
+    return 0
+
+
+def _run_slurm(args: argparse.Namespace) -> int:
+    from ..cli import _options
+    from .slurm import SlurmOptions, SlurmRunner
+
+    jobs_root = getattr(args, "jobs_root", None) or os.environ.get(SLURM_JOBS_ENV) or "alignflow-slurm"
+    if args.action == "submit":
+        options = SlurmOptions(partition=getattr(args, "partition", None), account=getattr(args, "account", None), nodes=args.nodes,
+                               tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+                               mem_gb=getattr(args, "mem_gb", None), timeout_min=args.time_min, setup=args.setup)
+        runner = SlurmRunner(jobs_root, options, cluster=args.cluster)
+        config = _options(args, drop=("action", "kind", "resume", "cluster", "partition", "account", "nodes", "tasks_per_node", "gpus_per_node",
+                                      "cpus_per_task", "mem_gb", "time_min", "setup", "jobs_root"))
+        print(runner.submit(args.kind, config, resume=getattr(args, "resume", False)), flush=True)
+        return 0
+    runner = SlurmRunner(jobs_root)
+    if args.action == "cancel":
+        runner.cancel(args.job)
+    for job in [args.job] if getattr(args, "job", None) else runner.jobs():
+        _print_status(runner.status(job))
     return 0
 
 

@@ -52,6 +52,25 @@ def live_processes_in_group(pgid: int) -> list[int]:
     return live
 
 
+def read_complete_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The events on the complete lines of ``events.jsonl`` after byte ``offset``, and the offset reached.
+
+    A line being written is left for the next call; lines that are not JSON are skipped (as ``read_events`` does),
+    so counts agree with it. Pollers (the plugin's UI thread, the server's event streams) read on from the offset
+    instead of parsing the whole file each time."""
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    events = []
+    for line in complete.splitlines():
+        with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+            events.append(json.loads(line))
+    return events, offset + len(complete)
+
+
 class LocalRunner:
     """Runs jobs as subprocesses of this machine; implements :class:`alignflow.runners.base.Runner`."""
 
@@ -65,18 +84,8 @@ class LocalRunner:
 
     # ------------------------------------------------------------------ Runner
     def submit(self, kind: str, config: dict[str, Any], resume: bool = False) -> str:
-        if kind not in JOB_KINDS:
-            raise InputError("kind", f"one of {', '.join(JOB_KINDS)}", repr(kind))
-        if resume and kind not in RESUMABLE_KINDS:
-            raise InputError("resume", f"a training job ({', '.join(RESUMABLE_KINDS)})", repr(kind))
-        if not config.get("out"):
-            raise InputError("config.out", "the job's run or output folder", "nothing")
-        job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        folder = self.jobs_root / job_id
-        folder.mkdir(parents=True)
-        atomic_write_json(folder / CONFIG_FILE, config)
+        job_id, folder, command = self.new_job(kind, config, resume)
         # The shell records the exit code, so a client that restarts after the job ended still learns how it ended.
-        command = [self.python, "-m", "alignflow.cli", kind, "--config", str(folder / CONFIG_FILE), *(["--resume"] if resume else [])]
         with open(folder / "output.log", "ab") as log:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", '"$@"; echo $? > "$0"', str(folder / EXIT_FILE), *command],
@@ -105,22 +114,11 @@ class LocalRunner:
 
     def events(self, job_id: str, since: int = 0) -> list[dict[str, Any]]:
         # A poller (the plugin's UI thread, twice a second) asks for the events after those it has: continue from
-        # the byte offset reached last time instead of parsing the whole file again. Only complete lines are read,
-        # so a line being written is picked up whole on the next call.
+        # the byte offset reached last time instead of parsing the whole file again.
         count, offset = self._cursors.get(job_id, (0, 0))
         if since < count:
             count, offset = 0, 0
-        path = Path(self._job(job_id)["run_dir"]) / EVENTS_FILE
-        new: list[dict[str, Any]] = []
-        if path.exists():
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                data = handle.read()
-            complete = data[: data.rfind(b"\n") + 1]
-            for line in complete.splitlines():
-                with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
-                    new.append(json.loads(line))
-            offset += len(complete)
+        new, offset = read_complete_events(Path(self._job(job_id)["run_dir"]) / EVENTS_FILE, offset)
         self._cursors[job_id] = (count + len(new), offset)
         return new[since - count:]
 
@@ -151,6 +149,22 @@ class LocalRunner:
         return destination
 
     # ------------------------------------------------------------------ helpers
+    def new_job(self, kind: str, config: dict[str, Any], resume: bool = False) -> tuple[str, Path, list[str]]:
+        """A checked job's id, its folder (with the config file) and the command that runs it:
+        ``python -m alignflow.cli KIND --config FILE [--resume]``. Other runners (SLURM) start the same command."""
+        if kind not in JOB_KINDS:
+            raise InputError("kind", f"one of {', '.join(JOB_KINDS)}", repr(kind))
+        if resume and kind not in RESUMABLE_KINDS:
+            raise InputError("resume", f"a training job ({', '.join(RESUMABLE_KINDS)})", repr(kind))
+        if not config.get("out"):
+            raise InputError("config.out", "the job's run or output folder", "nothing")
+        job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        folder = self.jobs_root / job_id
+        folder.mkdir(parents=True)
+        atomic_write_json(folder / CONFIG_FILE, config)
+        command = [self.python, "-m", "alignflow.cli", kind, "--config", str(folder / CONFIG_FILE), *(["--resume"] if resume else [])]
+        return job_id, folder, command
+
     def jobs(self) -> list[str]:
         return sorted(p.name for p in self.jobs_root.iterdir() if (p / JOB_FILE).exists())
 

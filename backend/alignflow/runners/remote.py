@@ -4,14 +4,16 @@ Implements :class:`alignflow.runners.base.Runner`, so the plugin's "remote serve
 use the same calls as the local runner. Local dataset folders named in a job's config are zipped and uploaded on
 submit (once per folder and runner). Every request has a timeout and is retried with exponential backoff when the
 server cannot be reached or answers 502/503/504; a submit carries an idempotency key, so a retried submit never
-starts a job twice. Event streams use long polling from the last event seen, so a dropped connection resumes where
-it stopped.
+starts a job twice. ``follow`` reads the job's server-sent event stream and reconnects from the last event id it
+received (``Last-Event-ID``), so a dropped connection resumes where it stopped; against a server without the stream
+it long-polls from the last event seen instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import tempfile
 import time
@@ -37,6 +39,10 @@ DEFAULT_PORT = 8765
 
 class RemoteError(RuntimeError):
     """The server could not be reached after every retry, or answered something this client does not understand."""
+
+
+class _NoStream(Exception):
+    """The server has no event stream endpoint (an older version): use long polling."""
 
 
 class RemoteRunner:
@@ -111,13 +117,65 @@ class RemoteRunner:
         return self._request("POST", f"/jobs/{job_id}/resume").json()["job_id"]
 
     def follow(self, job_id: str, since: int = 0, wait: float = 20.0) -> Iterator[dict[str, Any]]:
-        """Every event from ``since`` on, as it happens, until the job ends; survives dropped connections."""
+        """Every event from ``since`` on, as it happens, until the job ends; survives dropped connections.
+
+        Server-sent events (``GET /jobs/{id}/events/stream``); after a drop it reconnects (backoff, ``retries``
+        failed attempts in a row at most) with the id of the last event received, so nothing is lost or repeated.
+        A server without the stream (HTTP 404 or 405 there) is long-polled (``wait`` seconds per request) instead.
+        """
+        failures = 0
+        while True:
+            try:
+                for event_type, event_id, data in self._stream(job_id, since):
+                    failures = 0
+                    if event_type == "end":
+                        return
+                    since = int(event_id) + 1
+                    yield data
+            except _NoStream:
+                yield from self._long_poll(job_id, since, wait)
+                return
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:  # dropped, or no answer
+                problem = f"{type(error).__name__}: {error}"
+            else:
+                problem = "the stream closed before the job ended"
+            failures += 1
+            if failures > self.retries:
+                raise RemoteError(f"{self.url}/jobs/{job_id}/events/stream: {problem} ({failures} tries in a row)")
+            time.sleep(min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1)))
+
+    def _long_poll(self, job_id: str, since: int, wait: float) -> Iterator[dict[str, Any]]:
         while True:
             answer = self._events(job_id, since, wait)
             yield from answer["events"]
             since = answer["next"]
             if answer["state"] in FINAL_STATES and not answer["events"]:
                 return
+
+    def _stream(self, job_id: str, since: int) -> Iterator[tuple[str, str | None, Any]]:
+        """(event type, id, decoded data) of each server-sent event; comments (heartbeats) are skipped."""
+        headers = {"Accept": "text/event-stream", **({"Last-Event-ID": str(since - 1)} if since > 0 else {})}
+        # The read timeout applies between chunks: the server's heartbeats (every 10 s) keep an idle stream alive.
+        response = self.session.get(f"{self.url}/jobs/{job_id}/events/stream", params={"since": since}, headers=headers,
+                                    stream=True, timeout=self.timeout)
+        with response:
+            if response.status_code in (404, 405) and "text/event-stream" not in response.headers.get("content-type", ""):
+                if response.status_code == 405 or response.json().get("detail") == "Not Found":  # the route, not the job
+                    raise _NoStream()
+            if response.status_code in RETRY_STATUSES:
+                raise requests.ConnectionError(f"HTTP {response.status_code}")
+            self._checked(response)
+            fields: dict[str, str] = {}
+            for raw in response.iter_lines(chunk_size=None):  # chunks as they arrive, not a fixed size
+                line = raw.decode("utf-8")
+                if line:
+                    name, _, value = line.partition(":")
+                    if name:  # a line starting with ":" is a comment
+                        fields[name] = fields.get(name, "") + ("\n" if name in fields else "") + value.removeprefix(" ")
+                    continue
+                if "data" in fields:
+                    yield fields.get("event", "message"), fields.get("id"), json.loads(fields["data"])
+                fields = {}
 
     def upload(self, path: Path | str | list[Path | str], kind: str) -> str:
         """Zip and upload a dataset folder (``kind="dataset"``) or image folder/files (``"images"``); returns its id."""

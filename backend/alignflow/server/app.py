@@ -11,22 +11,24 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from ..atomic import atomic_write_json
 from ..errors import InputError
 from ..runners.base import FINAL_STATES, QUEUED
-from ..training.events import read_events
+from ..runners.local import read_complete_events
+from ..training.events import EVENTS_FILE, read_events
 from .archives import UPLOAD_KINDS, ArchiveTooLarge, unpack_upload
 from .auth import token_matches
 from .scheduler import Scheduler, new_id
@@ -45,6 +47,7 @@ class ServerSettings:
     max_extracted_bytes: int = 8 << 30
     scratch: Path | None = None  # where uploads and artifact archives are staged (default DATA_ROOT/scratch)
     poll_s: float = 0.5
+    heartbeat_s: float = 10.0  # an event stream with nothing to say sends a comment this often (proxies close idle streams)
 
     @property
     def scratch_dir(self) -> Path:
@@ -154,6 +157,31 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 return {"events": found, "next": since + len(found), "state": record.state}
             await asyncio.sleep(POLL_INTERVAL_S)
 
+    @app.get("/jobs/{job_id}/events/stream", response_class=EventSourceResponse,
+             summary="the job's events as server-sent events (text/event-stream) until the job ends",
+             description="Each event's `id:` is its index in the job's event list. A reconnecting client sends the last id it "
+                         "received as `Last-Event-ID` (or `since`, the count of events it has) and continues after it. "
+                         "Comment lines (`: heartbeat`) keep an idle stream open; an `end` event (data: the final state and "
+                         "`next`) closes it once the job has ended and every event has been sent.")
+    async def event_stream(record=Depends(job_or_404), since: int = Depends(_first_event_to_send)) -> AsyncIterable[ServerSentEvent]:
+        path, offset, index = Path(record.run_dir) / EVENTS_FILE, 0, 0
+        quiet_since = time.monotonic()
+        while True:
+            state = (await run_in_threadpool(job_or_404, record.job_id)).state  # before reading: no event written later is missed
+            found, offset = await run_in_threadpool(read_complete_events, path, offset)
+            for event in found:
+                if index >= since:
+                    yield ServerSentEvent(data=event, id=str(index))
+                    quiet_since = time.monotonic()
+                index += 1
+            if not found and state in FINAL_STATES:
+                yield ServerSentEvent(event="end", data={"state": state, "next": max(index, since)})
+                return
+            if time.monotonic() - quiet_since >= settings.heartbeat_s:
+                yield ServerSentEvent(comment="heartbeat")
+                quiet_since = time.monotonic()
+            await asyncio.sleep(POLL_INTERVAL_S)
+
     @app.post("/jobs/{job_id}/cancel", summary="stop the job and its whole process tree (its last checkpoint stays)")
     def cancel(job_id: str) -> dict[str, Any]:
         job_or_404(job_id)
@@ -182,6 +210,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return FileResponse(file)
 
     return app
+
+
+def _first_event_to_send(since: int = Query(0, ge=0, description="the count of events the client has"),
+                         last_event_id: str | None = Header(None, description="the id of the last event received; wins over since")) -> int:
+    """Checked before the stream starts: once it has, an error could only break the connection."""
+    if last_event_id is None:
+        return since
+    if not last_event_id.strip().isdigit():
+        raise InputError("Last-Event-ID", "the id (a number) of the last event received", repr(last_event_id))
+    return int(last_event_id) + 1
 
 
 def _zip_folder(folder: Path, scratch: Path) -> Path:

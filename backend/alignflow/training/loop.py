@@ -4,6 +4,11 @@ A run writes ``config.json``, ``events.jsonl``, ``checkpoints/`` (resumable) and
 run folder. Subclasses (the image generator's ``Trainer``, the mask generator's ``MaskTrainer``) say what one step
 is, what a preview looks like and what gets exported; the loop, the checkpoint cadence, resuming and the event
 stream are written once here.
+
+Under ``accelerate launch`` with several processes (GPUs, nodes, or CPU processes over gloo) the same loop is data
+parallel: every process draws the same global batch and works on its rows of it, gradients are averaged over the
+processes before each optimizer step, and only the main process writes the run folder. Alone (no launcher), the
+loop is the plain single-process one, untouched by any of this.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import resource
 import time
@@ -44,6 +50,124 @@ class RunConfig(Protocol):
     def validate(self) -> None: ...
 
     def to_dict(self) -> dict[str, Any]: ...
+
+
+# The variables a launcher sets for the number of processes: torchrun (accelerate launch --multi_gpu), then MPI.
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_process_count() -> int:
+    """How many processes a launcher (accelerate launch, torchrun, mpirun) started for this run; 1 without one."""
+    for name in WORLD_SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+@dataclass
+class Processes:
+    """This process among the processes of one run: alone (the default), or one of several under accelerate launch."""
+
+    index: int = 0
+    count: int = 1
+    accelerator: Any = None  # accelerate.Accelerator when count > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.count > 1
+
+    def rows(self, global_batch: int, parameter: str) -> slice:
+        """This process's rows of a global batch; the processes' rows, in order, make up the whole batch."""
+        if global_batch % self.count:
+            raise InputError(parameter, f"a multiple of the number of processes ({self.count}): each process takes "
+                             f"{parameter} / {self.count} samples of the global batch", str(global_batch))
+        share = global_batch // self.count
+        return slice(self.index * share, (self.index + 1) * share)
+
+    def wait(self) -> None:
+        if self.distributed:
+            self.accelerator.wait_for_everyone()
+
+    def main_first(self) -> contextlib.AbstractContextManager:
+        """The main process runs the block (e.g. writes a cache) before the others enter it."""
+        return self.accelerator.main_process_first() if self.distributed else contextlib.nullcontext()
+
+    def synchronise(self, parameters: list[torch.nn.Parameter], device: torch.device) -> None:
+        """Every process continues from the main one's weights and random number generator state.
+
+        The weights as DDP does at its start (the same seed builds the same model, this makes sure); the RNG state
+        because the processes draw the same global batch and noise every step, and the main process may have used
+        its generator while the others waited (encoding the dataset once for all).
+        """
+        if not self.distributed:
+            return
+        from accelerate.utils import broadcast, synchronize_rng_states
+
+        with torch.no_grad():
+            flat = broadcast(torch.cat([p.detach().reshape(-1) for p in parameters]), from_process=0)
+            for parameter, values in zip(parameters, flat.split([p.numel() for p in parameters])):
+                parameter.copy_(values.view_as(parameter))
+        synchronize_rng_states(["torch", "cuda"] if device.type == "cuda" else ["torch"])
+
+    def average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+        """Each gradient becomes the mean over the processes, as DDP's all-reduce makes it, in one flat all-reduce.
+
+        By hand rather than through accelerate's DDP wrapper (``accelerator.prepare``): the engine's models are called
+        through their own methods (``velocity``, ``guided_velocity``, ...), and DDP only synchronises the gradients of
+        calls that go through its ``forward``. A parameter that no process used keeps no gradient, as in one process
+        (AdamW would otherwise still move it through its momentum and weight decay).
+        """
+        if not self.distributed:
+            return
+        from accelerate.utils import reduce
+
+        used = torch.tensor([p.grad is not None for p in parameters], dtype=torch.float32, device=parameters[0].device)
+        grads = [p.grad.float().reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device) for p in parameters]
+        flat = reduce(torch.cat([*grads, used]), reduction="sum")
+        sums, used = flat[: -len(parameters)], flat[-len(parameters):]
+        for parameter, total, anyone in zip(parameters, sums.split([p.numel() for p in parameters]), used.tolist()):
+            parameter.grad = (total / self.count).view_as(parameter).to(parameter.dtype) if anyone else None
+
+    def mean(self, terms: dict[str, float]) -> dict[str, float]:
+        """Loss terms averaged over the processes: with equal shares, the global batch's values."""
+        if not self.distributed:
+            return terms
+        from accelerate.utils import reduce
+
+        values = reduce(torch.tensor([float(v) for v in terms.values()], dtype=torch.float64, device=self.accelerator.device))
+        return dict(zip(terms, values.tolist()))
+
+
+def join_processes(device_name: str) -> tuple[Processes, torch.device]:
+    """This process's place in the run and its device: ``resolve_device`` alone, accelerate's choice when launched."""
+    device = resolve_device(device_name)
+    count = launched_process_count()
+    if count == 1:
+        return Processes(), device
+    if device_name not in ("auto", "cpu", "cuda"):
+        raise InputError("--device", "auto, cpu or cuda under a multi-process launch (each process takes its own GPU)", repr(device_name))
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    return Processes(accelerator.process_index, accelerator.num_processes, accelerator), accelerator.device
+
+
+class OtherProcessLog(EventLog):
+    """The event log of a process other than the main one: only its errors reach events.jsonl, with its index."""
+
+    def __init__(self, run_dir: Path, index: int):
+        super().__init__(run_dir)
+        self.index = index
+
+    def emit(self, event_type: str, **fields: Any) -> dict[str, Any]:
+        if event_type == "error":
+            return super().emit(event_type, process=self.index, **fields)
+        return {"type": event_type, **fields}
 
 
 def seed_everything(seed: int) -> None:
@@ -90,14 +214,20 @@ class TrainingRun:
 
     stage: int | str  # the ``stage`` field of this run's events
     result_folder: str = "generator"  # the subfolder ``_export`` writes the trained model to
+    # Whether the subclass's step works on ``self.rows`` of the global batch, so that it can run in several processes.
+    multi_process: bool = False
 
     def __init__(self, config: RunConfig, listeners: list[Listener] | None = None, resume: bool = False):
         config.validate()
         self.config = config
         self.run_dir = Path(config.out)
         self.resume = resume
-        self.log = EventLog(self.run_dir, listeners)
-        self.device = resolve_device(config.device)
+        self.processes, self.device = join_processes(config.device)
+        if self.processes.distributed and not self.multi_process:
+            raise InputError("the number of processes", f"1 for a {type(self).__name__} run (only the image generator's "
+                             "stage-1 training runs in several processes)", str(self.processes.count))
+        self.rows = self.processes.rows(config.batch_size, "batch_size")
+        self.log = EventLog(self.run_dir, listeners) if self.processes.is_main else OtherProcessLog(self.run_dir, self.processes.index)
         self.timer = StepTimer()
         self.model: torch.nn.Module
         self.optimizer: torch.optim.Optimizer
@@ -123,15 +253,19 @@ class TrainingRun:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume and ((self.run_dir / CONFIG_FILE).exists() or (self.run_dir / self.result_folder).exists()):
             raise InputError(self.run_dir, "a new run folder (this one holds a run: add --resume to continue it, or choose another --out)")
+        self.processes.wait()  # every process has checked the folder before the main one writes to it
         finished = self._finished_result()
         if finished is not None:
             return finished
         try:
             self._prepare()
             start_step, seconds_before = self._maybe_resume()
-            atomic_write_json(self.run_dir / CONFIG_FILE, config.to_dict())
-            parameters = sum(p.numel() for group in self.optimizer.param_groups for p in group["params"])
-            self.log.emit("start", stage=self.stage, step=start_step, total=config.steps, device=str(self.device), parameters=parameters)
+            self.processes.synchronise(self._parameters(), self.device)
+            if self.processes.is_main:
+                atomic_write_json(self.run_dir / CONFIG_FILE, config.to_dict())
+            parameters = sum(p.numel() for p in self._parameters())
+            self.log.emit("start", stage=self.stage, step=start_step, total=config.steps, device=str(self.device), parameters=parameters,
+                          **({"processes": self.processes.count} if self.processes.distributed else {}))
             return self._loop(start_step, seconds_before)
         except (InputError, FloatingPointError) as error:
             self.log.emit("error", message=str(error))
@@ -151,6 +285,9 @@ class TrainingRun:
             return self.run_dir / self.result_folder
         return None
 
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
     def _maybe_resume(self) -> tuple[int, float]:
         checkpoint = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
         if checkpoint is None:
@@ -169,6 +306,8 @@ class TrainingRun:
             for step in range(start_step + 1, config.steps + 1):
                 self.optimizer.zero_grad(set_to_none=True)
                 terms = self._step()
+                self.processes.average_gradients(self._parameters())
+                terms = self.processes.mean(terms)
                 self.optimizer.step()
                 self.timer.count += 1
                 if not all(math.isfinite(v) for v in terms.values()):
@@ -177,13 +316,16 @@ class TrainingRun:
                     self._progress(step, start_step, started, terms)
                 if step % config.checkpoint_every == 0 or step == config.steps:
                     self._checkpoint_with_time(step, seconds_before + time.perf_counter() - started)
-                if step % config.preview_every == 0 or step == config.steps:
+                if (step % config.preview_every == 0 or step == config.steps) and self.processes.is_main:
                     self._write_preview(step)
         except KeyboardInterrupt:
             self._checkpoint_with_time(step - 1, seconds_before + time.perf_counter() - started)
             self.log.emit("error", message=f"interrupted at step {step}; resume with --resume")
             raise
         seconds = seconds_before + time.perf_counter() - started
+        if not self.processes.is_main:
+            self.processes.wait()  # until the main process has exported the model
+            return self.run_dir / self.result_folder
         folder = self._export(config.steps, seconds)
         summary = {
             "stage": self.stage, "steps": config.steps, "seconds": seconds,
@@ -192,10 +334,11 @@ class TrainingRun:
         }
         atomic_write_json(self.run_dir / "summary.json", summary)
         self.log.emit("done", **summary)
+        self.processes.wait()
         return folder
 
     def _checkpoint_with_time(self, step: int, seconds: float) -> None:
-        if step < 1:
+        if step < 1 or not self.processes.is_main:
             return
         path = save_training_checkpoint(
             self.run_dir / "checkpoints", step, self.model, self.optimizer, self.model.config.to_dict(),

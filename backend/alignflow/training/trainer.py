@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..atomic import atomic_write_json
 from ..data import SegmentationFolder, load_pairs, load_reference_images, scan_dataset, select_references
@@ -26,7 +27,7 @@ from .checkpoint import load_tensors, read_generator_folder, save_generator, sav
 from .events import EventLog, Listener
 from .loop import TrainingRun, seed_everything
 from .alignment_regularization import denoising_with_alignment_regularization
-from .flow_matching import denoising_loss, euler_sample, frozen_euler, tunable_jump
+from .flow_matching import denoising_loss, euler_sample, frozen_euler, interpolate, tunable_jump
 from .config import TrainConfig
 
 LATENTS_FILE = "latents.safetensors"
@@ -107,6 +108,23 @@ def _built_or_loaded_generator(config: TrainConfig, num_classes: int, device: to
     return build_generator(generator_config).to(device), {}
 
 
+def denoising_loss_on_rows(model: AlignFlowGenerator, x1: torch.Tensor, mask_latents: torch.Tensor, rows: slice, *,
+                           cond_dropout: float) -> torch.Tensor:
+    """Eq. 1 on ``rows`` of a global batch ``x1``, for one of several processes that share it.
+
+    Noise, time and condition dropout are drawn for the whole global batch, in the order ``denoising_loss`` draws
+    them, from the generator state every process shares; each process evaluates the model on its rows only. So the
+    processes' rows together are exactly the one-process batch, and the mean of their losses (and gradients) is its
+    loss (and gradient) up to float rounding (tests/backend/training/test_distributed.py compares both).
+    """
+    eps = torch.randn(x1.shape, device=x1.device, dtype=x1.dtype)
+    t = torch.rand(x1.shape[0], device=x1.device, dtype=x1.dtype)
+    keep = torch.rand(x1.shape[0], device=x1.device) >= cond_dropout
+    x1, eps, t, keep, mask_latents = x1[rows], eps[rows], t[rows], keep[rows], mask_latents[rows]
+    prediction = model.velocity(interpolate(x1, eps, t), t, mask_latents, keep)
+    return F.mse_loss(prediction.float(), (x1 - eps).float())
+
+
 def _load_references(config: TrainConfig, resolution: int) -> tuple[torch.Tensor, list[str]]:
     source = config.references
     if isinstance(source, list) and len(source) == 1:
@@ -119,10 +137,17 @@ class Trainer(TrainingRun):
     """One run of Algorithm 1 (stage 1 or 2). ``run()`` trains to ``config.steps`` and exports the generator."""
 
     config: TrainConfig
+    multi_process = True  # stage 1 without Alignment Regularization (checked in __init__)
 
     def __init__(self, config: TrainConfig, listeners: list[Listener] | None = None, resume: bool = False):
         super().__init__(config, listeners, resume)
         self.stage = config.stage
+        if self.processes.distributed and (config.stage == 2 or config.w_ar > 0):
+            # Stage 2's MMD compares a batch of generated images with the references as a whole: split over processes it
+            # would be a different (noisier) estimate, not the one-process loss; the AR term draws its own noise.
+            raise InputError("stage" if config.stage == 2 else "w_ar", "stage-1 training without Alignment Regularization when "
+                             f"running in several processes (got {self.processes.count}); run this one in one process",
+                             str(config.stage) if config.stage == 2 else str(config.w_ar))
 
     # ----------------------------------------------------------------- set-up
     def _prepare(self) -> None:
@@ -135,7 +160,8 @@ class Trainer(TrainingRun):
         self.model, self.init_info = _generator_for_run(config, folder.num_classes, self.device)
         gconfig = self.model.config
         self.codec = build_codec(gconfig, self.device)
-        self.data = _encode_dataset(config, folder, self.codec, gconfig.resolution, self.run_dir, self.log)
+        with self.processes.main_first():  # several processes: the main one encodes, the others read its cache
+            self.data = _encode_dataset(config, folder, self.codec, gconfig.resolution, self.run_dir, self.log)
         if config.stage == 1 and not config.init and gconfig.kind == "compact":
             # Fix the latent normalisation from the training set before the first step (see GeneratorConfig).
             gconfig.latent_mean, gconfig.latent_std = channel_statistics(self.data.image_latents)
@@ -200,7 +226,10 @@ class Trainer(TrainingRun):
             return self._denoising_with_ar_step(x1, masks)
         started = time.perf_counter()
         with autocast(self.device, self.config.precision):
-            loss = denoising_loss(self.model, x1, masks, cond_dropout=self.config.cond_dropout)
+            if self.processes.distributed:
+                loss = denoising_loss_on_rows(self.model, x1, masks, self.rows, cond_dropout=self.config.cond_dropout)
+            else:
+                loss = denoising_loss(self.model, x1, masks, cond_dropout=self.config.cond_dropout)
         loss.backward()
         self.timer.add("denoising", time.perf_counter() - started)
         return {"loss": loss.item(), "loss_denoising": loss.item()}

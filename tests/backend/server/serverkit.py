@@ -56,7 +56,7 @@ class ThreadServer:
             self.server = None
 
     def get(self, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, headers=_auth(token), timeout=30, **kwargs)
+        return requests.get(self.url + path, headers={**_auth(token), **kwargs.pop("headers", {})}, timeout=30, **kwargs)
 
     def post(self, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:
         return requests.post(self.url + path, headers={**_auth(token), **kwargs.pop("headers", {})}, timeout=60, **kwargs)
