@@ -87,9 +87,16 @@ def evaluate_segmentation(config: DownstreamConfig, listeners: list[Listener] | 
     return results
 
 
-def _comparable(config: DownstreamConfig) -> dict[str, Any]:
-    """The config as results.json stores it (JSON types), to tell whether a stored result belongs to a config."""
-    return json.loads(json.dumps(config.to_dict(), default=str))
+def _comparable(config: DownstreamConfig | dict[str, Any]) -> dict[str, Any]:
+    """A config as results.json stores it (JSON types, data folders as absolute paths), to tell whether a stored
+    result belongs to a config however its folders were spelled (results stored with relative paths included)."""
+    values = json.loads(json.dumps(config if isinstance(config, dict) else config.to_dict(), default=str))
+    for key in ("train", "synthetic"):
+        if values.get(key):
+            values[key] = str(Path(values[key]).resolve())
+    if isinstance(values.get("test"), dict):
+        values["test"] = {name: str(Path(folder).resolve()) for name, folder in values["test"].items()}
+    return values
 
 
 def _finished_results(out: Path, config: DownstreamConfig) -> dict[str, Any] | None:
@@ -97,7 +104,7 @@ def _finished_results(out: Path, config: DownstreamConfig) -> dict[str, Any] | N
     if not path.is_file():
         return None
     results = json.loads(path.read_text(encoding="utf-8"))
-    stored, wanted = dict(results.get("config", {})), _comparable(config)
+    stored, wanted = _comparable(dict(results.get("config", {}))), _comparable(config)
     stored.pop("out", None), wanted.pop("out", None)  # the same folder, however it was spelled
     if stored != wanted:
         changed = sorted(key for key in set(stored) | set(wanted) if stored.get(key) != wanted.get(key))
