@@ -18,6 +18,8 @@ import numpy as np
 
 from alignflow.data import read_image, read_mask, read_size, scan_dataset
 
+from ..arrays import pad_to, stack_metadata, stack_shape
+
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | Path | Sequence[str | Path]
 
@@ -34,16 +36,13 @@ def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | 
 
 
 def _padded(read: Callable[[Path], np.ndarray], file: Path, shape: tuple[int, ...]) -> np.ndarray:
-    array = read(file)
-    out = np.zeros(shape, dtype=np.uint8)
-    out[: array.shape[0], : array.shape[1]] = array
-    return out
+    return pad_to(read(file), shape)
 
 
 def lazy_stack(files: Sequence[Path], read: Callable[[Path], np.ndarray], sizes: Sequence[tuple[int, int]],
                channels: int | None) -> da.Array:
     """A dask stack of ``read(file)`` padded to the largest (H, W); nothing is decoded until napari shows a slice."""
-    height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    height, width = stack_shape(sizes)
     shape = (height, width) if channels is None else (height, width, channels)
     slices = [da.from_delayed(dask.delayed(_padded)(read, file, shape), shape=shape, dtype=np.uint8) for file in files]
     return da.stack(slices)
@@ -54,8 +53,7 @@ def dataset_layers(root: str | Path, name: str | None = None) -> list[LayerData]
     folder = scan_dataset(root, check_masks=False)  # stems are matched now; bad files are named when shown
     name = name or Path(root).name
     sizes = [read_size(pair.image) for pair in folder.pairs]
-    metadata = {"alignflow_dataset": str(Path(root)), "names": [pair.stem for pair in folder.pairs],
-                "sizes": [list(size) for size in sizes]}
+    metadata = stack_metadata([pair.stem for pair in folder.pairs], sizes, alignflow_dataset=str(Path(root)))
     images = lazy_stack([pair.image for pair in folder.pairs], read_image, sizes, channels=3)
     masks = lazy_stack([pair.mask for pair in folder.pairs], read_mask, sizes, channels=None)
     return [

@@ -1,4 +1,5 @@
-"""Pieces every panel uses: path fields, engine errors as napari notifications, layer data as engine images."""
+"""Pieces every panel uses: path fields, layer pickers, engine errors as napari notifications, workers with napari
+progress bars, layer data as engine images."""
 
 from __future__ import annotations
 
@@ -7,24 +8,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.layers import Image
-from napari.qt.threading import thread_worker
+from napari.layers import Image, Layer
+from napari.utils import progress
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QThreadPool, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget
 from skimage.color import gray2rgb
+from superqt.utils import thread_worker
 from skimage.exposure import rescale_intensity
 from skimage.util import img_as_ubyte
 
 from alignflow.errors import InputError
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
 
 class PathField(QWidget):
-    """A line edit with a "Browse..." button for a folder (or a file)."""
+    """A line edit with a "Browse..." button for a folder (or a file; with ``new``, a name that may not exist yet)."""
 
-    def __init__(self, placeholder: str, folder: bool = True, parent: QWidget | None = None):
+    def __init__(self, placeholder: str, folder: bool = True, parent: QWidget | None = None, new: bool = False):
         super().__init__(parent)
         self.folder = folder
+        self.new = new
         self.edit = QLineEdit()
         self.edit.setPlaceholderText(placeholder)
         browse = QPushButton("Browse...")
@@ -35,8 +40,13 @@ class PathField(QWidget):
         layout.addWidget(browse)
 
     def _browse(self) -> None:
-        chosen = (QFileDialog.getExistingDirectory(self, self.edit.placeholderText()) if self.folder
-                  else QFileDialog.getOpenFileName(self, self.edit.placeholderText())[0])
+        title = self.edit.placeholderText()
+        if self.new:
+            chosen = QFileDialog.getSaveFileName(self, title)[0]
+        elif self.folder:
+            chosen = QFileDialog.getExistingDirectory(self, title)
+        else:
+            chosen = QFileDialog.getOpenFileName(self, title)[0]
         if chosen:
             self.edit.setText(chosen)
 
@@ -67,10 +77,60 @@ def choice_box(items: Iterable[str]) -> QComboBox:
     return box
 
 
+class LayerChoice(QComboBox):
+    """A drop-down of the viewer's layers of one type (optionally filtered), refreshed when the list opens and by the
+    panel's ``reset_choices`` (napari calls it when layers are added, removed, renamed or moved)."""
+
+    def __init__(self, viewer: Any, layer_type: type[Layer], accept: Callable[[Layer], bool] | None = None,
+                 what: str | None = None, prefer: str | None = None, optional: str | None = None):
+        super().__init__()
+        self.viewer, self.layer_type, self.accept = viewer, layer_type, accept
+        self.what = what or f"an open {layer_type.__name__} layer"  # for the error when none is chosen
+        self.prefer = prefer  # the layer chosen when it appears and nothing else is chosen yet
+        self.optional = optional  # an entry meaning "no layer", listed first
+        self.reset_choices()
+
+    def candidates(self) -> list[Layer]:
+        return [l for l in self.viewer.layers if isinstance(l, self.layer_type) and (self.accept is None or self.accept(l))]
+
+    def reset_choices(self, *_: Any) -> None:
+        current = self.currentText()
+        names = ([self.optional] if self.optional else []) + [layer.name for layer in self.candidates()]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names and current != self.optional:
+            self.setCurrentText(current)
+        elif self.prefer in names:
+            self.setCurrentText(self.prefer)
+        self.blockSignals(False)
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt override
+        self.reset_choices()
+        super().showPopup()
+
+    def layer(self, field: str) -> Layer | None:
+        """The chosen layer (None for the optional entry), or an InputError naming ``field``."""
+        name = self.currentText()
+        if self.optional and name == self.optional:
+            return None
+        if not name or name not in self.viewer.layers:
+            raise InputError(field, self.what, "none" if not name else f"{name!r}, which is no longer open")
+        return self.viewer.layers[name]
+
+
 def report_error(error: BaseException) -> None:
     """An engine error as a napari notification with its reason (an InputError already names file and expectation)."""
     message = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
     show_error(f"AlignFlow: {message}")
+
+
+def guarded(action: Callable[[], Any]) -> None:
+    """Run a button's action; any failure becomes a notification with its reason, never a dead button."""
+    try:
+        action()
+    except Exception as error:  # noqa: BLE001 - the user sees every failure, named
+        report_error(error)
 
 
 class _Relay(QObject):
@@ -79,26 +139,82 @@ class _Relay(QObject):
     sent = Signal(object)
 
 
+class ProgressBar:
+    """A napari progress bar (the activity area, bottom right) fed ``(done, total)`` on the UI thread; a new total
+    (e.g. the next training stage) starts a new bar."""
+
+    def __init__(self, desc: str):
+        self.desc = desc
+        self.bar: progress | None = None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None or self.bar.total != total:
+            self.close()
+            self.bar = progress(total=total, desc=self.desc)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def start_worker(function: Callable[..., Any], *args: Any, on_done: Callable[[Any], None],
                  on_progress: Callable[[Any], None] | None = None, on_finished: Callable[[], None] | None = None,
+                 on_error: Callable[[BaseException], None] | None = None, progress_desc: str | None = None,
                  **kwargs: Any) -> Any:
-    """Run ``function`` off the UI thread (napari's thread worker, for jobs of seconds); errors become notifications.
+    """Run ``function`` off the UI thread (napari's thread worker, for jobs of seconds to minutes); errors become
+    a napari notification with their reason (and go to ``on_error``).
 
-    With ``on_progress``, ``function`` gets ``emit=`` (callable from its thread) whose values reach ``on_progress``
-    on the UI thread, e.g. from an engine ``on_progress`` callback.
+    With ``on_progress`` or ``progress_desc``, ``function`` gets ``emit=`` (callable from its thread) whose values
+    reach ``on_progress`` on the UI thread, e.g. from an engine ``on_progress`` callback. With ``progress_desc`` the
+    values are ``(done, total)`` pairs and drive a napari progress bar, closed when the worker ends.
     """
     relay = _Relay()
+    bar = ProgressBar(progress_desc) if progress_desc else None
+    if bar is not None:
+        relay.sent.connect(lambda value: bar.update(*value))
     if on_progress is not None:
         relay.sent.connect(on_progress)
+    if on_progress is not None or bar is not None:
         kwargs["emit"] = relay.sent.emit
-    worker = thread_worker(function)(*args, **kwargs)
+    # superqt's worker, which napari's wraps: napari's would also relay the error to its own notification (a second
+    # one, without "AlignFlow") and re-raise it in the event loop.
+    worker = thread_worker(function, start_thread=False, connect={"errored": report_error})(*args, **kwargs)
     worker.returned.connect(on_done)
-    worker.errored.connect(report_error)
+    if on_error is not None:
+        worker.errored.connect(on_error)
+    if bar is not None:
+        worker.finished.connect(bar.close)
     if on_finished is not None:
         worker.finished.connect(on_finished)
     worker.relay = relay  # kept alive as long as the worker
-    worker.start()
+    # True once every callback above has run on the UI thread (the worker's own flags change on its thread, earlier).
+    worker.handled = False
+    worker.finished.connect(lambda: setattr(worker, "handled", True))
+    _RUNNING.add(worker)  # the pool holds the C++ side only; this keeps the Python worker alive until it ends
+    worker.finished.connect(lambda: _RUNNING.discard(worker))
+    worker_pool().start(worker)
     return worker
+
+
+_RUNNING: set[Any] = set()
+_POOL: list[QThreadPool] = []
+
+
+def worker_pool() -> QThreadPool:
+    """The plugin's own thread pool, not Qt's global one (where superqt starts workers by default).
+
+    Qt converts and scales images (e.g. the activity dock's animated icon, shown when a progress bar opens) with
+    tasks on its global pool, whose size is the number of cores, while the UI thread waits holding Python's GIL.
+    With both threads of a 2-core machine taken by the plugin's workers, which need the GIL to go on, that wait
+    never ended (seen while the training panel polled and cancelled). Workers here leave the global pool to Qt.
+    """
+    if not _POOL:
+        pool = QThreadPool()
+        pool.setMaxThreadCount(8)  # the plugin's workers mostly wait (files, HTTP, a cancelled job's checkpoint)
+        _POOL.append(pool)
+    return _POOL[0]
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
@@ -111,13 +227,37 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     return gray2rgb(array) if array.ndim == 2 else array
 
 
-def image_slices(layer: Image) -> list[tuple[str, np.ndarray]]:
-    """Every 2-D image of a layer (a stack contributes one per slice), named ``layer`` or ``layer [i]``."""
-    data = np.asarray(layer.data)
-    plane_dims = 3 if layer.rgb else 2
-    if data.ndim == plane_dims:
-        return [(layer.name, to_rgb_uint8(data))]
-    stack = data.reshape(-1, *data.shape[-plane_dims:])
-    names = layer.metadata.get("names") if isinstance(layer.metadata, dict) else None
-    labels = names if names is not None and len(names) == len(stack) else [f"{layer.name} [{i}]" for i in range(len(stack))]
-    return [(label, to_rgb_uint8(plane)) for label, plane in zip(labels, stack)]
+def current_index(viewer: Any, layer: Layer) -> int:
+    """The slice of a stack layer the viewer shows (its first axis at the viewer's current step)."""
+    axis = viewer.dims.ndim - layer.ndim
+    return int(np.clip(viewer.dims.current_step[axis], 0, layer.data.shape[0] - 1))
+
+
+def layer_planes(layer: Layer, plane_ndim: int, index: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """Every 2-D plane of a layer (a stack contributes one per slice; only slice ``index`` when given), named by the
+    layer's metadata ``names`` or ``layer [i]``, and cropped to the metadata ``sizes`` (a dataset folder's stack pads
+    pairs of different sizes). Planes of a lazy (dask) layer are read here, one by one."""
+    data = layer.data
+    if data.ndim == plane_ndim:
+        return [(layer.name, np.asarray(data))]
+    if data.ndim < plane_ndim:
+        raise InputError(f"layer {layer.name!r}", f"a {plane_ndim}-D plane or a stack of them", f"{data.ndim}-D data")
+    count = int(np.prod(data.shape[: data.ndim - plane_ndim]))
+    stack = data.reshape(count, *data.shape[data.ndim - plane_ndim :])
+    metadata = layer.metadata if isinstance(layer.metadata, dict) else {}
+    names, sizes = metadata.get("names"), metadata.get("sizes")
+    names = names if names is not None and len(names) == count else [f"{layer.name} [{i}]" for i in range(count)]
+    sizes = sizes if sizes is not None and len(sizes) == count else None
+    chosen = range(count) if index is None else [index]
+    planes = []
+    for i in chosen:
+        plane = np.asarray(stack[i])
+        if sizes is not None:
+            plane = plane[: sizes[i][0], : sizes[i][1]]
+        planes.append((names[i], plane))
+    return planes
+
+
+def image_slices(layer: Image, index: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """Every 2-D image of a layer (or slice ``index`` of a stack) as the engine's uint8 RGB, with its name."""
+    return [(name, to_rgb_uint8(plane)) for name, plane in layer_planes(layer, 3 if layer.rgb else 2, index)]

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from alignflow.masks.postprocess import PostprocessConfig, postprocess_masks
 
-from .common import PathField, choice_box, report_error, spin_box, start_worker
+from .common import DEVICES, PathField, choice_box, report_error, spin_box, start_worker
 
 DEBOUNCE_MS = 40
 RAW_LAYER = "AlignFlow raw masks"
@@ -79,7 +79,7 @@ class MasksWidget(QWidget):
         self.count = spin_box(1, 64, 8)
         self.steps = spin_box(1, 200, 28)
         self.seed = spin_box(0, 2**31 - 1)
-        self.device = choice_box(("auto", "cpu", "cuda", "mps"))
+        self.device = choice_box(DEVICES)
         self.generate_button = QPushButton("Generate masks")
         self.generate_button.clicked.connect(self._generate_clicked)
 

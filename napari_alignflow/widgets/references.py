@@ -27,10 +27,13 @@ from qtpy.QtWidgets import (
 )
 
 from alignflow.data import IMAGE_SUFFIXES, read_image, write_image
+from alignflow.errors import InputError
 
+from ..arrays import pad_stack, stack_metadata
 from .common import image_slices, report_error, spin_box, start_worker
 
 THUMBNAIL = 72
+LAYER = "AlignFlow references"  # "Show as layer"; the Generation panel's grid shows it beside generated images
 # Table 4 of the paper: alignment to a single reference is unreliable; the advisor needs 4 to split into halves.
 ONE_REFERENCE_WARNING = "Only 1 reference: alignment to a single image is unreliable (paper, Table 4). Add a few more."
 
@@ -103,6 +106,9 @@ class ReferencesWidget(QWidget):
         save = QPushButton("Save as folder...")
         save.setToolTip("Write the references as PNG files (the Training panel's stage 2 reads a folder)")
         save.clicked.connect(self._choose_save_folder)
+        show = QPushButton("Show as layer")
+        show.setToolTip(f"Add the references as the image stack '{LAYER}' (the Generation panel's grid shows it)")
+        show.clicked.connect(lambda: self._guarded(self.show_as_layer))
 
         self.k_spin = spin_box(1, 100, 10)
         self.suggest_button = QPushButton("Suggest references")
@@ -115,7 +121,7 @@ class ReferencesWidget(QWidget):
         self.summary_label.setWordWrap(True)
 
         buttons = QGridLayout()
-        for i, button in enumerate((add_layers, add_files, remove, clear, save)):
+        for i, button in enumerate((add_layers, add_files, remove, clear, save, show)):
             buttons.addWidget(button, i // 2, i % 2)
         suggest_row = QHBoxLayout()
         suggest_row.addWidget(QLabel("k"))
@@ -167,6 +173,16 @@ class ReferencesWidget(QWidget):
             write_image(path, reference.image)
             files.append(path)
         return files
+
+    def show_as_layer(self) -> Image:
+        """The references as one image stack (padded to the largest), replacing an earlier one."""
+        if not self.references:
+            raise InputError("References", "at least one reference (add layers or files first)", "none")
+        images = [reference.image for reference in self.references]
+        metadata = stack_metadata([r.name for r in self.references], [image.shape for image in images])
+        if LAYER in self.viewer.layers:
+            self.viewer.layers.remove(LAYER)
+        return self.viewer.add_image(pad_stack(images), name=LAYER, rgb=True, metadata=metadata)
 
     # ------------------------------------------------------------------ the advisor
     def suggest(self) -> Any:

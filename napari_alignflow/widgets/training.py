@@ -1,6 +1,11 @@
-"""Training panel: stage 1 / stage 2 as a job of a runner (a subprocess on this computer), followed through its
-event stream by a timer on the UI thread: progress bar, live loss plot, preview images. Nothing trains in napari's
-process, so the viewer stays responsive (docs/plugin.md gives the measured event-loop delay)."""
+"""Training panel: stage 1 / stage 2 as a job of a runner (a subprocess on this computer, or a job of an
+``alignflow serve`` server), followed through its event stream: progress bar, live loss plot, preview images.
+
+Nothing trains in napari's process, so the viewer stays responsive (docs/plugin.md gives the measured event-loop
+delay). A timer on the UI thread asks twice a second for the job's state and new events; the asking (a file read, or
+HTTP requests with retries for a server) runs in a worker thread, one at a time, so a slow or unreachable server never
+blocks the viewer.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import napari
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from alignflow.data import read_image
 from alignflow.errors import InputError
 from alignflow.training.config import read_config_file
 
-from ..runners import RUN_LOCATIONS, make_runner
-from .common import PathField, choice_box, report_error, spin_box, start_worker
+from ..runners import REMOTE, RUN_LOCATIONS, Poll, make_runner
+from ..runners import poll as poll_job
+from ..runners import submit as submit_job
+from .common import DEVICES, PathField, ProgressBar, choice_box, guarded, spin_box, start_worker
 from .loss_plot import LossPlot
 
 POLL_MS = 500
 STAGES = {"Stage 1: learn the source domain": "train", "Stage 2: align to the references": "align"}
-DEVICES = ("auto", "cpu", "cuda", "mps")
 PREVIEW_LAYER = "AlignFlow training preview"
 
 
@@ -34,8 +38,11 @@ class TrainingWidget(QWidget):
         self.runner: Any = None
         self.job: str | None = None
         self.seen = 0  # events already handled
-        self.progress_bar: progress | None = None
+        self.progress_bar = ProgressBar("AlignFlow training")
         self.last_status: Any = None
+        self.results: Path | None = None  # the finished run folder on this computer (a server's is downloaded)
+        self.polling: Any = None  # the worker asking for the job's news, while one is under way
+        self.out_folder: Path | None = None
 
         self.source = PathField("Source dataset (folder with images/ and masks/)")
         self.out = PathField("Run folder (created; a new one per run)")
@@ -46,13 +53,19 @@ class TrainingWidget(QWidget):
         self.batch_size = spin_box(1, 512, 8)
         self.device = choice_box(DEVICES)
         self.run_on = choice_box(list(RUN_LOCATIONS))
+        self.server_url = QLineEdit()
+        self.server_url.setPlaceholderText("https://gpu.lab.example:8765 (alignflow serve)")
+        self.server_token = QLineEdit()
+        self.server_token.setEchoMode(QLineEdit.Password)  # shown as dots, kept only in this field and the runner
+        self.server_token.setPlaceholderText("the server's token")
         self.config_file = PathField("Optional: YAML/JSON file of further options", folder=False)
 
         self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(self._start_clicked)
+        self.start_button.clicked.connect(lambda: guarded(self.start))
         self.resume_button = QPushButton("Resume")
-        self.resume_button.setToolTip("Continue the run in the run folder from its last checkpoint")
-        self.resume_button.clicked.connect(lambda: self._start_clicked(resume=True))
+        self.resume_button.setToolTip("Continue from the last checkpoint: on this computer the run in the run folder, "
+                                      "on a server this panel's last job")
+        self.resume_button.clicked.connect(lambda: guarded(lambda: self.start(resume=True)))
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
@@ -73,6 +86,8 @@ class TrainingWidget(QWidget):
         form.addRow("Batch size", self.batch_size)
         form.addRow("Device", self.device)
         form.addRow("Run on", self.run_on)
+        form.addRow("Server", self.server_url)
+        form.addRow("Token", self.server_token)
         form.addRow("Options file", self.config_file)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
@@ -85,18 +100,26 @@ class TrainingWidget(QWidget):
         layout.addWidget(self.status_label)
         layout.addWidget(self.plot)
         layout.addStretch(1)
-        self._show_stage_fields()
-        self.stage.currentIndexChanged.connect(self._show_stage_fields)
+        self._show_fields()
+        self.stage.currentIndexChanged.connect(self._show_fields)
+        self.run_on.currentIndexChanged.connect(self._show_fields)
 
     # ------------------------------------------------------------------ configuration
     @property
     def kind(self) -> str:
         return STAGES[self.stage.currentText()]
 
-    def _show_stage_fields(self) -> None:
-        for field in (self.init, self.references):
-            field.setVisible(self.kind == "align")
-            self.form.labelForField(field).setVisible(self.kind == "align")
+    @property
+    def remote(self) -> bool:
+        return self.run_on.currentText() == REMOTE
+
+    def _show_fields(self) -> None:
+        for field, shown in ((self.init, self.kind == "align"), (self.references, self.kind == "align"),
+                             (self.server_url, self.remote), (self.server_token, self.remote)):
+            field.setVisible(shown)
+            self.form.labelForField(field).setVisible(shown)
+        self.init.edit.setPlaceholderText("job:ID/generator (a stage-1 job on the server)" if self.remote
+                                          else "Stage-1 generator (its run folder)")
 
     def job_config(self) -> dict[str, Any]:
         """The job's config (the same keys as ``alignflow train/align --config``); InputError names a missing field."""
@@ -110,30 +133,40 @@ class TrainingWidget(QWidget):
         return config
 
     # ------------------------------------------------------------------ job control
-    def _start_clicked(self, resume: bool = False) -> None:
-        try:
-            self.start(resume=resume)
-        except Exception as error:  # noqa: BLE001 - bad input or a runner failure: a notification, not a dead button
-            report_error(error)
-
-    def start(self, resume: bool = False) -> str:
-        """Start a new run, or with ``resume`` continue the one in the run folder from its last checkpoint."""
+    def start(self, resume: bool = False) -> Any:
+        """Start a new run, or with ``resume`` continue the last one from its last checkpoint (this computer: the run
+        in the run folder; a server: this panel's last job). Submitting (for a server: uploading the data) happens
+        in a worker; returns it."""
         config = self.job_config()
         out = Path(config["out"])
-        if not resume and out.exists() and any(out.iterdir()):
-            # The engine refuses such a folder too; saying so here spares the user a failed job.
-            raise InputError("Run folder", "a new (empty) folder (or Resume to continue the run in it)", f"{out}, which already holds files")
-        if resume and not (out / "checkpoints").is_dir():
+        if (not resume or self.remote) and out.exists() and any(out.iterdir()):
+            # The engine refuses such a folder too (a server's results are downloaded into it); saying so here spares
+            # the user a failed job.
+            resume_hint = "" if self.remote else " (or Resume to continue the run in it)"
+            raise InputError("Run folder", f"a new (empty) folder{resume_hint}", f"{out}, which already holds files")
+        if resume and not self.remote and not (out / "checkpoints").is_dir():
             raise InputError("Run folder", "a run with checkpoints to resume", f"{out}, which has none")
-        self.runner = make_runner(self.run_on.currentText())
-        self.job = self.runner.submit(self.kind, config, resume=resume)
-        self.last_status = None
+        previous = self.job if resume and self.remote and self.remote_job else None
+        runner = self.runner if previous is not None else make_runner(
+            self.run_on.currentText(), url=self.server_url.text(), token=self.server_token.text())
+        self.last_status = self.results = None
+        self.start_button.setEnabled(False)
+        self.resume_button.setEnabled(False)
+        self.status_label.setText("Contacting the server (uploading the data the first time)..." if self.remote
+                                  else "Starting...")
+        return start_worker(submit_job, runner, self.kind, config, resume=resume, previous=previous,
+                            on_done=lambda job: self._follow(runner, job, out),
+                            on_error=lambda error: self._stopped(f"Not started: {error}", notify=False))
+
+    def _follow(self, runner: Any, job: str, out: Path) -> None:
+        self.runner, self.job, self.out_folder = runner, job, out
         self.seen = 0
         self.plot.clear()
         self._set_running(True)
-        self.status_label.setText(f"Started {self.kind} job {self.job} on {self.run_on.currentText()}.")
+        where = self.run_on.currentText()
+        self.status_label.setText(f"Started {self.kind} job {job} on {where}."
+                                  + (" Previews come from the server's run folder." if self.remote else ""))
         self.timer.start()
-        return self.job
 
     def cancel(self) -> Any:
         """Stop the job (it writes a checkpoint first); the runner's wait happens off the UI thread."""
@@ -141,34 +174,41 @@ class TrainingWidget(QWidget):
             return None
         self.cancel_button.setEnabled(False)
         self.status_label.setText("Cancelling (the job saves a checkpoint first)...")
-        return start_worker(self.runner.cancel, self.job, on_done=lambda _: None)
+        return start_worker(self.runner.cancel, self.job, on_done=lambda _: None,
+                            on_error=lambda _: self.cancel_button.setEnabled(True))
 
-    def poll(self) -> None:
-        """One timer tick: new events, then the job's state. Reading a file of events takes well under a millisecond."""
-        if self.runner is None or self.job is None:
-            return
-        try:
-            events = self.runner.events(self.job, since=self.seen)
-            self.seen += len(events)
-            plotted = False
-            for event in events:
-                plotted |= self._handle(event)
-            if plotted:
-                self.plot.redraw()
-            status = self.runner.status(self.job)
-        except Exception as error:  # noqa: BLE001 - a vanished job folder or server: say so, stop polling
-            self.timer.stop()
-            self._set_running(False)
-            report_error(error)
-            return
-        self.last_status = status
-        if status.finished:
-            self._finish(status)
+    def poll(self) -> Any:
+        """One timer tick: ask for the job's state and new events in a worker, unless the last ask is still out."""
+        if self.runner is None or self.job is None or self.polling is not None:
+            return None
+        self.polling = start_worker(poll_job, self.runner, self.job, self.seen, on_done=self._apply,
+                                    on_error=lambda error: self._stopped(f"Lost the job: {error}", notify=False),
+                                    on_finished=self._poll_finished)
+        return self.polling
+
+    def _poll_finished(self) -> None:
+        self.polling = None
+
+    def _apply(self, news: Poll) -> None:
+        if news.status.job_id != self.job or not self.timer.isActive():
+            return  # a late answer about a job that ended (or an earlier one)
+        self.seen += len(news.events)
+        plotted = False
+        for event in news.events:
+            plotted |= self._handle(event)
+        if plotted:
+            self.plot.redraw()
+        if news.preview is not None:
+            self._show_preview(news.preview)
+        self.last_status = news.status
+        if news.status.finished:
+            self._finish(news.status)
 
     def _handle(self, event: dict[str, Any]) -> bool:
         kind = event.get("type")
         if kind in ("start", "progress", "resume") and "total" in event:
-            self._advance(int(event.get("step", 0)), int(event["total"]), event.get("stage"))
+            self.progress_bar.desc = f"AlignFlow stage {event.get('stage')}"
+            self.progress_bar.update(int(event.get("step", 0)), int(event["total"]))
         if kind == "progress":
             loss = event.get("loss")
             eta = event.get("eta_s")
@@ -176,20 +216,11 @@ class TrainingWidget(QWidget):
                                       + (f", loss {loss:.4f}" if isinstance(loss, float) else "")
                                       + (f", about {eta / 60:.0f} min left" if isinstance(eta, (int, float)) else ""))
             return self.plot.add(event)
-        if kind == "preview":
-            self._show_preview(event["path"])
-        elif kind == "warning":
+        if kind == "warning":
             show_info(f"AlignFlow: {event.get('message')}")
         return False
 
-    def _advance(self, step: int, total: int, stage: Any) -> None:
-        if self.progress_bar is None or self.progress_bar.total != total:
-            self._close_progress()
-            self.progress_bar = progress(total=total, desc=f"AlignFlow stage {stage}")
-        self.progress_bar.update(step - self.progress_bar.n)
-
-    def _show_preview(self, path: str) -> None:
-        image = read_image(path)
+    def _show_preview(self, image: Any) -> None:
         if PREVIEW_LAYER in self.viewer.layers:
             self.viewer.layers[PREVIEW_LAYER].data = image
         else:
@@ -198,20 +229,48 @@ class TrainingWidget(QWidget):
 
     def _finish(self, status: Any) -> None:
         self.timer.stop()
+        self.progress_bar.close()
+        if status.state == "succeeded" and self.remote_job:
+            self.status_label.setText(f"Finished on the server; downloading the run folder into {self.out_folder}...")
+            failed = f"Finished on the server (job {self.job}), but the download failed"
+            start_worker(self.runner.fetch, self.job, self.out_folder, on_done=self._succeeded,
+                         on_error=lambda error: self._stopped(f"{failed}: {error}", notify=False))
+        elif status.state == "succeeded":
+            self._succeeded(Path(status.run_dir))
+        elif self.remote_job:
+            resume = f"(server job {self.job}: Resume continues it)"
+            self._stopped(f"Cancelled; the last checkpoint is kept {resume}." if status.state == "cancelled"
+                          else f"Failed: {status.message} {resume}", error=status.state == "failed")
+        else:
+            self._stopped(f"Cancelled; the last checkpoint is kept in {status.run_dir}/checkpoints."
+                          if status.state == "cancelled" else f"Failed: {status.message}", error=status.state == "failed")
+
+    def _succeeded(self, folder: Path) -> None:
+        self.results = Path(folder)
+        message = f"Finished: the generator is in {folder}/generator."
+        if self.remote_job:
+            message += f" On the server it is job:{self.job}/generator (stage 2 there starts from it)."
+            if self.kind == "train" and not self.init.text():
+                self.init.setText(f"job:{self.job}/generator")
+        self._stopped(message)
+
+    @property
+    def remote_job(self) -> bool:
+        from alignflow.runners.remote import RemoteRunner
+
+        return isinstance(self.runner, RemoteRunner)
+
+    def _stopped(self, message: str, error: bool = False, notify: bool = True) -> None:
+        """The job ended, or could not be started or followed: say why (a worker's error is already a notification),
+        and let the user start again."""
+        self.timer.stop()
+        self.progress_bar.close()
         self._set_running(False)
-        self._close_progress()
-        messages = {"succeeded": f"Finished: the generator is in {status.run_dir}/generator.",
-                    "cancelled": f"Cancelled; the last checkpoint is in {status.run_dir}/checkpoints.",
-                    "failed": f"Failed: {status.message}"}
-        self.status_label.setText(messages.get(status.state, status.state))
-        (show_error if status.state == "failed" else show_info)(f"AlignFlow training: {messages.get(status.state)}")
+        self.status_label.setText(message)
+        if notify:
+            (show_error if error else show_info)(f"AlignFlow training: {message}")
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.resume_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-
-    def _close_progress(self) -> None:
-        if self.progress_bar is not None:
-            self.progress_bar.close()
-            self.progress_bar = None

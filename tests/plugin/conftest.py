@@ -44,9 +44,47 @@ def kvasir_small(tmp_path_factory, kvasir, make_pairs) -> Path:
     return root
 
 
+# Tiny real models, trained for a few steps on real pairs: enough to drive the panels end to end.
+TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "attention_head_dim": 8,
+                  "num_attention_heads": 2, "context_tokens": 2, "patch_size": 1}
+TINY_SEGMENTER = {"channels": [8, 8, 16, 16], "res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4, "token_dim": 16,
+                  "attention_heads": 2, "resolution": 32}
+
+
+@pytest.fixture(scope="session")
+def image_generator(tmp_path_factory, kvasir_small) -> Path:
+    """A stage-1 image generator (32 px) trained for 2 steps on real Kvasir pairs; returns its run folder."""
+    from alignflow.training.config import TrainConfig
+    from alignflow.training.trainer import train
+
+    out = tmp_path_factory.mktemp("generator") / "run"
+    train(TrainConfig(source=str(kvasir_small), out=str(out), steps=2, batch_size=2, device="cpu",
+                      checkpoint_every=1000, preview_every=1000, generator=dict(TINY_GENERATOR)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def segmenter(tmp_path_factory, kvasir_small) -> Path:
+    """A MedFlowSeg (32 px) trained for 2 steps on real Kvasir pairs; returns its run folder."""
+    from alignflow.segmentation.config import SegmenterTrainConfig
+    from alignflow.segmentation.trainer import train_segmenter
+
+    out = tmp_path_factory.mktemp("segmenter") / "run"
+    train_segmenter(SegmenterTrainConfig(source=str(kvasir_small), out=str(out), steps=2, batch_size=2, device="cpu",
+                                         model=dict(TINY_SEGMENTER)))
+    return out
+
+
+def notifications_since(count: int) -> list[str]:
+    """Messages of the napari notifications shown after the first ``count`` (``len(notification_manager.records)``)."""
+    from napari.utils.notifications import notification_manager
+
+    return [str(record.message) for record in notification_manager.records[count:]]
+
+
 def wait_for_worker(qtbot, worker, timeout_ms: int = 60_000) -> None:
-    with qtbot.waitSignal(worker.finished, timeout=timeout_ms):
-        pass
+    """Until the worker of ``start_worker`` ended and its callbacks ran (a fast worker may end before any wait)."""
+    qtbot.waitUntil(lambda: worker.handled, timeout=timeout_ms)
 
 
 @pytest.fixture

@@ -48,3 +48,20 @@ def test_suggest_references_selects_the_advisors_picks(panel, image_files, qtbot
     picked = [pick["index"] for pick in widget.advice.picks]
     np.testing.assert_array_equal(widget.references[0].image, read_image(image_files[picked[0]]))
     assert "Suggested 2 of 6" in widget.summary_label.text() and widget.suggest_button.isEnabled()
+
+
+def test_show_as_layer_stacks_references_of_different_sizes(panel, image_files, kvasir_small):
+    from napari_alignflow.widgets.common import image_slices
+    from napari_alignflow.widgets.references import LAYER
+
+    viewer, widget = panel
+    files = [image_files[0], sorted((kvasir_small / "images").iterdir())[0]]  # ClinicDB and Kvasir sizes differ
+    widget.add_files(files)
+    layer = widget.show_as_layer()
+    assert layer.name == LAYER and layer.data.shape[0] == 2
+    for (name, image), file in zip(image_slices(layer), files):  # the padding is cropped off again
+        assert name == file.name
+        np.testing.assert_array_equal(image, read_image(file))
+    widget.clear()
+    with pytest.raises(ValueError, match="References"):
+        widget.show_as_layer()

@@ -6,8 +6,7 @@ import pytest
 
 from napari_alignflow.widgets.training import PREVIEW_LAYER, TrainingWidget
 
-TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "attention_head_dim": 8,
-                  "num_attention_heads": 2, "context_tokens": 2, "patch_size": 1}
+from ..conftest import TINY_GENERATOR
 
 
 @pytest.fixture

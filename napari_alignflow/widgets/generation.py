@@ -1,0 +1,258 @@
+"""Generation panel: images from a trained generator for the masks of a Labels layer (source masks, synthetic masks
+from the Synthetic masks panel, or masks drawn by hand), shown as a stack with their masks on top and, in grid
+mode, beside the references.
+
+Every generation is also written as a folder of generated pairs (``images/``, ``masks/``, ``manifest.json`` with each
+image's seed and generator, exactly what ``alignflow generate`` writes), so the Export panel exports what is shown.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+
+from alignflow.data import cache_root
+from alignflow.errors import InputError
+
+from ..arrays import pad_stack, stack_metadata
+from .common import (
+    DEVICES,
+    LayerChoice,
+    PathField,
+    choice_box,
+    current_index,
+    guarded,
+    layer_planes,
+    spin_box,
+    start_worker,
+)
+from .references import LAYER as REFERENCES_LAYER
+
+IMAGES_LAYER = "AlignFlow generated images"
+MASKS_LAYER = "AlignFlow generated masks"
+PAIRS_KEY = "alignflow_pairs"  # layer metadata: the folder of generated pairs behind the layer
+CONTOUR_PX = 2
+WHICH = {"all masks of the layer": False, "only the mask shown": True}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def generated_folder() -> Path:
+    """A new folder for one generation's pairs (the plugin's cache; the Export panel writes them elsewhere)."""
+    return cache_root() / "plugin-generated" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class GeneratedPairs:
+    stems: list[str]
+    images: list[np.ndarray]  # uint8 H x W x 3, each at its mask's size
+    masks: list[np.ndarray]  # uint8 class ids
+    folder: Path  # the generated pairs as files (images/, masks/, manifest.json)
+    seconds: float
+
+
+def class_ids(mask: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    """A mask as uint8 class ids the generator knows, or an InputError naming the mask."""
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool):
+        raise InputError(where, "a mask of integer class ids", str(mask.dtype))
+    low, high = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
+    if low < 0 or high >= num_classes:
+        raise InputError(where, f"class ids 0..{num_classes - 1} (the generator has {num_classes} classes)",
+                         f"ids {low}..{high}")
+    return mask.astype(np.uint8)
+
+
+def generate_pairs(folder: str, stems: list[str], masks: list[np.ndarray], steps: int, guidance: float, seed: int,
+                   device: str, out: Path, emit: Callable[[Any], None]) -> GeneratedPairs:
+    """Images for ``masks`` (off the UI thread); image i is seeded with ``seed + i``. Writes ``out/pairs``."""
+    import torch
+
+    from alignflow.augment import generation_provenance, write_synthetic_pairs
+    from alignflow.data import resize_mask, resize_to, to_uint8, write_mask
+    from alignflow.device import resolve_device
+    from alignflow.generation import generate_images, load_generator
+
+    started = time.perf_counter()
+    generator = load_generator(folder, resolve_device(device))
+    config = generator.config
+    masks = [class_ids(mask, config.num_classes, f"mask {stem!r}") for stem, mask in zip(stems, masks)]
+    batch = torch.from_numpy(np.stack([resize_mask(mask, config.resolution) for mask in masks])).long()
+    seeds = [seed + i for i in range(len(masks))]
+    emit((0, len(masks)))
+    images = generate_images(generator, batch, seeds=seeds, num_steps=steps, guidance_scale=guidance,
+                             on_batch=lambda done, total: emit((done, total)))
+    # The masks as used, beside the pairs: each manifest row names its source mask file.
+    mask_files = [out / "source_masks" / f"{stem}.png" for stem in stems]
+    for file, mask in zip(mask_files, masks):
+        write_mask(file, mask, binary_as_255=int(mask.max()) <= 1)
+    pairs = write_synthetic_pairs(out / "pairs", stems, images, mask_files, seeds,
+                                  generation_provenance(generator, guidance, steps))
+    pictures = [resize_to(to_uint8(image), mask.shape, kind="image") for image, mask in zip(images, masks)]
+    return GeneratedPairs(stems, pictures, masks, pairs, time.perf_counter() - started)
+
+
+def safe_stems(names: list[str]) -> list[str]:
+    """File-name-safe, unique stems for the masks' names (layer slices are named like ``layer [3]``)."""
+    stems: list[str] = []
+    for name in names:
+        stem = _UNSAFE.sub("_", name).strip("_") or "mask"
+        stems.append(stem if stem not in stems else f"{stem}_{len(stems)}")
+    return stems
+
+
+class GenerationWidget(QWidget):
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.result: GeneratedPairs | None = None
+        self._hidden_by_grid: list[Any] = []
+
+        self.generator = PathField("Trained image generator (a training run folder or its generator/ folder)")
+        self.masks = LayerChoice(napari_viewer, Labels,
+                                 what="a Labels layer of masks (open a dataset folder, generate or draw masks)")
+        self.which = choice_box(WHICH)
+        self.steps = spin_box(1, 500, 28)
+        self.guidance = QDoubleSpinBox()
+        self.guidance.setRange(0.0, 20.0)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setValue(2.0)
+        self.guidance.setToolTip("Classifier-free guidance: higher follows the mask more strictly, 1 = no guidance")
+        self.seed = spin_box(0, 2**31 - 1)
+        self.device = choice_box(DEVICES)
+        self.generate_button = QPushButton("Generate images")
+        self.generate_button.clicked.connect(lambda: guarded(self.generate))
+
+        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.opacity.valueChanged.connect(self._style_masks)
+        self.contour = QCheckBox("outlines only")
+        self.contour.toggled.connect(self._style_masks)
+        self.references = LayerChoice(napari_viewer, Image, accept=lambda layer: layer.name != IMAGES_LAYER,
+                                      prefer=REFERENCES_LAYER, optional="(none)")
+        self.grid = QCheckBox("grid with references")
+        self.grid.setToolTip("The generated images with their masks in one cell, the references layer beside them")
+        self.grid.toggled.connect(lambda on: guarded(lambda: self.show_grid(on)))
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Generator", self.generator)
+        form.addRow("Masks", self.masks)
+        form.addRow("Use", self.which)
+        form.addRow("Sampling steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("First seed", self.seed)
+        form.addRow("Device", self.device)
+        view = QFormLayout()
+        view.addRow("Mask opacity", self.opacity)
+        view.addRow("", self.contour)
+        view.addRow("References", self.references)
+        view.addRow("", self.grid)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("<b>Generate images from masks</b>"))
+        layout.addLayout(form)
+        layout.addWidget(self.generate_button)
+        layout.addWidget(self.status_label)
+        layout.addWidget(QLabel("<b>View</b>"))
+        layout.addLayout(view)
+        layout.addStretch(1)
+
+    def reset_choices(self, *_: Any) -> None:
+        self.masks.reset_choices()
+        self.references.reset_choices()
+
+    # ------------------------------------------------------------------ generation
+    def chosen_masks(self) -> tuple[list[str], list[np.ndarray]]:
+        """The masks of the chosen Labels layer (a 2-D layer is one mask, a stack many) and their stems."""
+        layer = self.masks.layer("Masks")
+        index = current_index(self.viewer, layer) if WHICH[self.which.currentText()] and layer.ndim > 2 else None
+        planes = layer_planes(layer, 2, index)
+        return safe_stems([name for name, _ in planes]), [mask for _, mask in planes]
+
+    def generate(self) -> Any:
+        folder = str(self.generator.path("Generator", "a trained image generator folder"))
+        stems, masks = self.chosen_masks()
+        self.generate_button.setEnabled(False)
+        self.status_label.setText(f"Generating {len(masks)} image{'s' if len(masks) != 1 else ''}...")
+        self.worker = start_worker(
+            generate_pairs, folder, stems, masks, self.steps.value(), self.guidance.value(), self.seed.value(),
+            self.device.currentText(), generated_folder(), on_done=self._show, progress_desc="AlignFlow generation",
+            on_error=lambda error: self.status_label.setText(f"Failed: {error}"),
+            on_finished=lambda: self.generate_button.setEnabled(True))
+        return self.worker
+
+    def _show(self, result: GeneratedPairs) -> None:
+        self.result = result
+        if self.grid.isChecked():
+            self.grid.setChecked(False)  # the grid is rebuilt around the new layers
+        for name in (IMAGES_LAYER, MASKS_LAYER):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        metadata = stack_metadata(result.stems, [m.shape for m in result.masks], **{PAIRS_KEY: str(result.folder)})
+        single = len(result.images) == 1
+        images = result.images[0] if single else pad_stack(result.images)
+        masks = result.masks[0] if single else pad_stack(result.masks)
+        self.viewer.add_image(images, name=IMAGES_LAYER, rgb=True, metadata=dict(metadata))
+        self.viewer.add_labels(masks, name=MASKS_LAYER, metadata=dict(metadata))
+        self._style_masks()
+        self.viewer.reset_view()
+        self.status_label.setText(f"{len(result.images)} image{'s' if not single else ''} in {result.seconds:.0f} s "
+                                  f"(seeds {self.seed.value()}..{self.seed.value() + len(result.images) - 1}). "
+                                  f"Pairs kept in {result.folder} for the Export panel.")
+        show_info(f"AlignFlow: {len(result.images)} generated image(s) added as '{IMAGES_LAYER}'")
+
+    # ------------------------------------------------------------------ view
+    def _style_masks(self) -> None:
+        if MASKS_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[MASKS_LAYER]
+            layer.opacity = self.opacity.value() / 100
+            layer.contour = CONTOUR_PX if self.contour.isChecked() else 0
+
+    def show_grid(self, enabled: bool) -> None:
+        """Grid on: the generated images with their masks in one cell, the references layer in the next, every other
+        layer hidden (napari's grid puts ``stride`` = 2 consecutive layers per cell). Grid off: the layers as before."""
+        layers, grid = self.viewer.layers, self.viewer.grid
+        if not enabled:
+            grid.enabled = False
+            grid.stride = 1
+            for layer in self._hidden_by_grid:
+                if layer in layers:
+                    layer.visible = True
+            self._hidden_by_grid = []
+            for name in (IMAGES_LAYER, MASKS_LAYER):  # back on top, masks over images
+                if name in layers:
+                    layers.move(layers.index(name), len(layers))
+            return
+        if IMAGES_LAYER not in layers or MASKS_LAYER not in layers:
+            self.grid.blockSignals(True)
+            self.grid.setChecked(False)
+            self.grid.blockSignals(False)
+            raise InputError("grid with references", "generated images to show (press Generate images first)", "none")
+        shown = [layers[IMAGES_LAYER], layers[MASKS_LAYER]]
+        reference = self.references.layer("References")
+        if reference is not None:
+            shown.append(reference)
+        for position, layer in enumerate(shown):  # cells are pairs of consecutive layers from the bottom
+            layers.move(layers.index(layer), position)
+        self._hidden_by_grid = [layer for layer in layers if layer not in shown and layer.visible]
+        for layer in self._hidden_by_grid:
+            layer.visible = False
+        for layer in shown:
+            layer.visible = True
+        grid.stride = 2
+        grid.enabled = True
+        self.viewer.reset_view()
+

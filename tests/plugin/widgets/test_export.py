@@ -1,0 +1,78 @@
+"""Export panel: pairs generated in the Generation panel (tiny real generator) plus real Kvasir pairs, written as
+nnU-Net v2 and plain folders; an existing destination is refused with a notification unless overwrite is ticked."""
+
+import json
+
+import numpy as np
+import pytest
+
+from alignflow.data import read_mask, scan_dataset
+from napari_alignflow.widgets.export import FORMATS, ExportWidget
+from napari_alignflow.widgets.generation import IMAGES_LAYER, GenerationWidget
+
+from ..conftest import notifications_since, wait_for_worker
+
+
+def test_the_panels_formats_are_the_engines():
+    from alignflow.export import FORMATS as ENGINE_FORMATS
+
+    assert set(FORMATS.values()) == set(ENGINE_FORMATS)
+
+
+@pytest.fixture
+def generated(make_napari_viewer, image_generator, monkeypatch, tmp_path, qtbot):
+    monkeypatch.setenv("ALIGNFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    viewer = make_napari_viewer()
+    generation = GenerationWidget(viewer)
+    viewer.window.add_dock_widget(generation)
+    masks = np.zeros((2, 48, 64), np.uint8)
+    masks[0, 10:30, 10:40] = 1
+    masks[1, 20:40, 30:60] = 1
+    viewer.add_labels(masks, name="drawn")
+    generation.generator.setText(str(image_generator))
+    generation.steps.setValue(2)
+    generation.device.setCurrentText("cpu")
+    wait_for_worker(qtbot, generation.generate(), timeout_ms=120_000)
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget, masks
+
+
+def test_generated_and_real_pairs_are_exported_for_nnunet(generated, kvasir_small, tmp_path, qtbot):
+    viewer, widget, masks = generated
+    assert widget.generated.currentText() == IMAGES_LAYER
+    widget.use_real.setChecked(True)
+    widget.real.setText(str(kvasir_small))
+    out = tmp_path / "Dataset501_Polyps"
+    widget.out.setText(str(out))
+    widget.label_names.setText("background, polyp")
+    seen = len(notifications_since(0))
+    wait_for_worker(qtbot, widget.export())
+    real_count = len(scan_dataset(kvasir_small).pairs)
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["numTraining"] == real_count + 2 and dataset["labels"] == {"background": 0, "polyp": 1}
+    assert json.loads((out / "manifest.json").read_text())["counts"] == {"real": real_count, "synthetic": 2}
+    np.testing.assert_array_equal(read_mask(out / "labelsTr" / "synthetic_drawn_0.png"), masks[0])
+    assert any(str(out) in m and f"{real_count + 2} pairs" in m for m in notifications_since(seen))
+
+    # the same destination again: refused with the reason, nothing replaced; with overwrite it is replaced
+    widget.use_real.setChecked(False)
+    seen = len(notifications_since(0))
+    wait_for_worker(qtbot, widget.export())
+    assert any("does not exist yet" in m and "overwrite" in m for m in notifications_since(seen))
+    assert "Not exported" in widget.status_label.text()
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == real_count + 2
+    widget.overwrite.setChecked(True)
+    wait_for_worker(qtbot, widget.export())
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+
+
+def test_plain_folders_and_nothing_ticked(generated, tmp_path, qtbot):
+    viewer, widget, masks = generated
+    widget.format.setCurrentIndex(list(FORMATS.values()).index("folders"))
+    widget.out.setText(str(tmp_path / "plain"))
+    wait_for_worker(qtbot, widget.export())
+    assert len(scan_dataset(tmp_path / "plain").pairs) == 2
+    widget.use_generated.setChecked(False)
+    with pytest.raises(ValueError, match="Export"):
+        widget.export()
