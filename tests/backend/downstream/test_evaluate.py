@@ -44,9 +44,11 @@ def test_unet_run_writes_splits_and_results_and_honours_the_share(tmp_path, kvas
     assert len(list((tmp_path / "run" / "predictions" / "kvasir").glob("*.png"))) == 4
     model, info = load_model(tmp_path / "run")
     assert info["synthetic_pairs"] == 4 and model.config.resolution == 32
-    # The same config again: the stored results, nothing retrained.
+    # The same config again (folders spelled differently): the stored results, nothing retrained.
     events_before = (tmp_path / "run" / "events.jsonl").read_text()
     assert evaluate_segmentation(config) == results
+    respelled = DownstreamConfig.from_dict({**config.to_dict(), "train": str(kvasir_train / "images" / "..")})
+    assert evaluate_segmentation(respelled) == results
     assert (tmp_path / "run" / "events.jsonl").read_text() == events_before
 
 
