@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument("--num-references", type=int, default=10)
     parser.add_argument("--frozen-model", default="current", choices=["current", "snapshot"])
     parser.add_argument("--w-align", type=float, default=1.0)
-    parser.add_argument("--t-is", type=int, default=18)
+    parser.add_argument("--t-is", type=int, default=18)  # the recorded runs; the engine default is now 5 (polyp_shift.py)
+    parser.add_argument("--stage2-lr", type=float, default=3e-4, help="stage-2 learning rate of the recorded runs (engine default 1e-4)")
     parser.add_argument("--stage2-steps", type=int, help="a fixed number of stage-2 steps instead of --stage2-minutes")
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--sample-steps", type=int, default=28)
@@ -114,7 +115,7 @@ def main() -> None:
 
     stage1 = run_for_minutes(TrainConfig(out=str(work / "stage1"), generator={"resolution": args.resolution}, **common), args.stage1_minutes)
     variant = f"stage2_{args.frozen_model}_w{args.w_align}" + (f"_tis{args.t_is}" if args.t_is != 18 else "")
-    stage2_config = TrainConfig(stage=2, out=str(work / variant), init=str(stage1), references=[str(p) for p in references],
+    stage2_config = TrainConfig(stage=2, out=str(work / variant), init=str(stage1), references=[str(p) for p in references], lr=args.stage2_lr,
                                 w_align=args.w_align, t_is=args.t_is, frozen_model=args.frozen_model, **common)
     if args.stage2_steps:
         stage2_config.steps = args.stage2_steps

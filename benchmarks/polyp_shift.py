@@ -246,7 +246,7 @@ def downstream(work: Path, params: dict) -> dict:
                               synthetic_share=params.get("share", 0.25) if synthetic else None,
                               pretrain_synthetic_steps=params.get("pretrain", 0),
                               test={"clinicdb_test": str(splits["test_pairs"]), "kvasir_held_out": str(splits["held_out"])},
-                              model="unet", steps=DOWNSTREAM_STEPS, batch_size=16, resolution=RESOLUTION, seed=params["seed"],
+                              model="unet", steps=params.get("steps", DOWNSTREAM_STEPS), batch_size=16, resolution=RESOLUTION, seed=params["seed"],
                               out=str(work / params["name"]), device="cpu")
     results = evaluate_segmentation(config)
     return {name: {key: scores[key] for key in ("dice", "dice_std", "iou", "hd95")} for name, scores in results["test"].items()}
@@ -300,6 +300,9 @@ def plan() -> list[Task]:
     # Issue 10's questions about how synthetic pairs are used, for the chosen aligned generator.
     tasks += _downstream_tasks("r10s0_share50", "synth_r10s0", share=0.5)
     tasks += _downstream_tasks("r10s0_pretrain", "synth_r10s0", share=0.0, pretrain=200)
+    # Controls of the pre-training arm: the same 600 steps on real pairs only, and stage-1 images for pre-training.
+    tasks += _downstream_tasks("real_600steps", None, steps=DOWNSTREAM_STEPS + 200)
+    tasks += _downstream_tasks("stage1_pretrain", "synth_stage1", share=0.0, pretrain=200)
     # Synthetic masks last: the mask generator alone costs as much as two downstream runs.
     tasks += [Task("synthetic_masks", synthetic_masks, [], {"steps": 800}),
               Task("synth_r10s0_synmasks", synthesize_pairs, ["synthetic_masks", "align_r10s0"], {"generator": "r10s0", "masks": "synthetic"}),
@@ -322,15 +325,35 @@ def _link_chosen(work: Path) -> None:
             score.symlink_to(f"score_r10s0{chosen['variant']}")
 
 
+def _running_elsewhere(work: Path, name: str) -> bool:
+    """A task another scheduler (a second invocation of this script) is running now: its lock names a live process."""
+    import os
+
+    lock = work / name / "running.pid"
+    if not lock.exists():
+        return False
+    try:
+        os.kill(int(lock.read_text()), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    return True
+
+
 def _execute(work: Path, task: Task) -> tuple[str, bool, str]:
+    import os
+
     import torch
 
     torch.set_num_threads(1)
     started = time.perf_counter()
+    (work / task.name).mkdir(parents=True, exist_ok=True)
+    (work / task.name / "running.pid").write_text(str(os.getpid()))
     try:
         result = task.run(work, task.params)
     except Exception:  # one failed arm must not stop the others; the report lists it
         return task.name, False, traceback.format_exc()
+    finally:
+        (work / task.name / "running.pid").unlink(missing_ok=True)
     result["task_seconds"] = time.perf_counter() - started
     (work / task.name).mkdir(parents=True, exist_ok=True)
     (work / task.name / "done.json").write_text(json.dumps(result, indent=2, default=str))
@@ -359,7 +382,9 @@ def run_plan(work: Path, workers: int, only: set[str] | None) -> None:
             _link_chosen(work)
             if "choose" in finished:
                 finished |= {"align_r10s0", "score_r10s0"}
-            ready = [task for task in tasks if task.name not in finished | failed | set(running)
+            finished |= {name for name in names - finished if _done(work, name) is not None}  # finished elsewhere
+            elsewhere = {task.name for task in tasks if task.name not in finished | set(running) and _running_elsewhere(work, task.name)}
+            ready = [task for task in tasks if task.name not in finished | failed | set(running) | elsewhere
                      and all(dep in finished for dep in task.deps) and _importable(task)]
             blocked = [task for task in tasks if task.name not in finished | failed | set(running)
                        and any(dep in failed for dep in task.deps)]
@@ -368,11 +393,13 @@ def run_plan(work: Path, workers: int, only: set[str] | None) -> None:
                 print(f"[{time.strftime('%H:%M:%S')}] start {task.name}", flush=True)
                 running[task.name] = pool.submit(_execute, work, task)
             if not running:
-                if any(task.run is downstream and task.name not in finished | failed for task in tasks):
-                    time.sleep(30)  # only downstream tasks are left and their package is not there yet
+                waiting = any(task.name not in finished | failed and all(dep in finished for dep in task.deps)
+                              and not _importable(task) for task in tasks)
+                if elsewhere or waiting:  # tasks of another scheduler, or the downstream package not there yet
+                    time.sleep(30)
                     continue
                 break
-            done, _ = wait(running.values(), return_when=FIRST_COMPLETED)
+            done, _ = wait(running.values(), timeout=60, return_when=FIRST_COMPLETED)
             for future in done:
                 name, ok, message = future.result()
                 del running[name]
@@ -388,7 +415,9 @@ ARMS = [("real only", "real", None), ("+ stage 1", "stage1", "stage1"), ("+ alig
         ("+ aligned, 5 refs", "r5s0", "r5s0"), ("+ aligned, 10 refs", "r10s0", "r10s0"),
         ("+ aligned, 10 refs, synthetic masks", "r10s0_synmasks", "r10s0"), ("+ aligned + L_M, 10 refs", "r10s0_lm", "r10s0_lm"),
         ("+ aligned, 10 refs, 50 % synthetic", "r10s0_share50", "r10s0"),
-        ("aligned 10 refs: synthetic pre-training, real fine-tuning", "r10s0_pretrain", "r10s0")]
+        ("real only, 600 steps (the pre-training arms' budget)", "real_600steps", None),
+        ("stage 1: 200 steps synthetic pre-training, 400 real", "stage1_pretrain", "stage1"),
+        ("aligned 10 refs: 200 steps synthetic pre-training, 400 real", "r10s0_pretrain", "r10s0")]
 
 
 def _mean_std(values: list[float]) -> str:
@@ -428,7 +457,7 @@ def grid_picture(work: Path, count: int = 8, out: Path = Path("docs/images/polyp
     import numpy as np
     from skimage.segmentation import find_boundaries
 
-    from alignflow.data import list_images, read_image, read_mask
+    from alignflow.data import list_images, read_image, read_mask, resize_image
 
     rows = []
     generators = [g for g in ("real", "stage1", "r10s0", "r10s0_lm", "adv10") if (work / f"score_{g}" / "images").is_dir()]
@@ -444,11 +473,14 @@ def grid_picture(work: Path, count: int = 8, out: Path = Path("docs/images/polyp
             image[find_boundaries(mask > 0, mode="inner")] = (0, 255, 0)
             outlined.append(image)
         rows.append(outlined)
+    side = rows[0][0].shape[0]
+    target = [np.asarray(read_image(p)) for p in list_images(_splits(work)["test"])[:count]]  # unpaired, for the look
+    rows.append([resize_image(image, side) for image in target])
     grid = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
     from alignflow.data import write_image
 
     write_image(out, grid)
-    print(f"grid (rows: masks, {', '.join(generators)}) written to {out}")
+    print(f"grid (rows: masks, {', '.join(generators)}, real ClinicDB test images) written to {out}")
 
 
 def main() -> None:

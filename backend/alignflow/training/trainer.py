@@ -171,7 +171,7 @@ class Trainer(TrainingRun):
         self.mask_latents = self.codec.normalise_masks(self.data.mask_latents.to(self.device))
         self.preview_mask_latents = None
         self.optimizer = torch.optim.AdamW(
-            self.model.tunable_parameters(config.trainable), lr=config.lr, weight_decay=config.weight_decay
+            self.model.tunable_parameters(config.trainable), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.reward = None
         self.mask_reward = None
