@@ -447,7 +447,7 @@ def report(work: Path) -> None:
                       "r10s0_lm", "r10s0_arlm"]:
         score = _done(work, f"score_{generator}")
         if score:
-            print(f"| {generator} | {generator.split('_')[0] if generator not in ('real', 'stage1') else '-'} | {score['kid_test']:.4f} ± {score['kid_test_std']:.4f} | "
+            print(f"| {generator} | {generator.split('_')[0] if not generator.startswith(('real', 'stage1')) else '-'} | {score['kid_test']:.4f} ± {score['kid_test_std']:.4f} | "
                   f"{score['kid_validation']:.4f} | {score['fidelity']['dice']:.3f} ({score['fidelity_ceiling']:.3f}) |")
     grid_picture(work)
 
