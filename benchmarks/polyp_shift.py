@@ -270,7 +270,8 @@ def _downstream_tasks(arm: str, synthetic: str | None, **params: Any) -> list[Ta
 
 
 def _synthetic_tasks(generator: str) -> list[Task]:
-    return [Task(f"synth_{generator}", synthesize_pairs, ["stage1" if generator == "stage1" else f"align_{generator}"], {"generator": generator}),
+    trained_by = generator if generator.startswith("stage1") else f"align_{generator}"
+    return [Task(f"synth_{generator}", synthesize_pairs, [trained_by], {"generator": generator}),
             *_downstream_tasks(generator, f"synth_{generator}")]
 
 
@@ -296,7 +297,7 @@ def plan() -> list[Task]:
     # Issue 10's Alignment Regularization arms: a second stage 1 with AR, then aligned + AR + L_M (KID and fidelity).
     tasks += [Task("stage1_ar", train_stage1, [], {"w_ar": 1.0}),
               Task("score_stage1_ar", score_generator, ["stage1_ar", "evaluator"], {"generator": "stage1_ar"}),
-              *_generator_tasks("r10s0_arlm")]
+              *_generator_tasks("r10s0_arlm"), *_synthetic_tasks("stage1_ar"), *_synthetic_tasks("r10s0_arlm")]
     # Issue 10's questions about how synthetic pairs are used, for the chosen aligned generator.
     tasks += _downstream_tasks("r10s0_share50", "synth_r10s0", share=0.5)
     tasks += _downstream_tasks("r10s0_pretrain", "synth_r10s0", share=0.0, pretrain=200)
@@ -414,6 +415,7 @@ def run_plan(work: Path, workers: int, only: set[str] | None) -> None:
 ARMS = [("real only", "real", None), ("+ stage 1", "stage1", "stage1"), ("+ aligned, 1 ref", "r1s0", "r1s0"),
         ("+ aligned, 5 refs", "r5s0", "r5s0"), ("+ aligned, 10 refs", "r10s0", "r10s0"),
         ("+ aligned, 10 refs, synthetic masks", "r10s0_synmasks", "r10s0"), ("+ aligned + L_M, 10 refs", "r10s0_lm", "r10s0_lm"),
+        ("+ stage 1 with AR", "stage1_ar", "stage1_ar"), ("+ aligned + AR + L_M, 10 refs", "r10s0_arlm", "r10s0_arlm"),
         ("+ aligned, 10 refs, 50 % synthetic", "r10s0_share50", "r10s0"),
         ("real only, 600 steps (the pre-training arms' budget)", "real_600steps", None),
         ("stage 1: 200 steps synthetic pre-training, 400 real", "stage1_pretrain", "stage1"),
