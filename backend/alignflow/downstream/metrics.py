@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 @dataclass
@@ -38,14 +37,14 @@ class SegmentationScores:
 
 def score_segmentations(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> SegmentationScores:
     """Scores of class-id maps ``predicted`` and ``truth`` [N, H, W] (see the module docstring for the conventions)."""
-    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
+    from monai.metrics import compute_hausdorff_distance
+
+    from ..fidelity.metric import class_overlap, one_hot_maps
 
     if predicted.shape != truth.shape or predicted.ndim != 3:
         raise ValueError(f"predicted and truth must both be [N, H, W]; got {tuple(predicted.shape)} and {tuple(truth.shape)}")
-    prediction = F.one_hot(predicted.long(), num_classes).permute(0, 3, 1, 2).float()
-    reference = F.one_hot(truth.long(), num_classes).permute(0, 3, 1, 2).float()
-    class_dice = compute_dice(prediction, reference, include_background=False, ignore_empty=False)
-    class_iou = compute_iou(prediction, reference, include_background=False, ignore_empty=False)
+    prediction, reference = one_hot_maps(predicted, num_classes), one_hot_maps(truth, num_classes)
+    class_dice, class_iou = class_overlap(prediction, reference)  # the same conventions as the mask-fidelity metric
     with warnings.catch_warnings():  # MONAI warns for every empty class (handled above) and about its own API
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)

@@ -45,15 +45,24 @@ def to_segmenter_resolution(images: torch.Tensor, masks: torch.Tensor | None, si
     return images, masks
 
 
-def overlap_scores(predicted: torch.Tensor, masks: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image Dice and IoU of class ids [N, H, W]: the mean over foreground classes; a class absent from both
-    prediction and mask counts 1 (MONAI's ``ignore_empty=False``), one predicted where there is none counts 0."""
+def one_hot_maps(class_ids: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class ids [N, H, W] -> one-hot maps [N, C, H, W] (float), the layout MONAI's metrics take."""
+    return F.one_hot(class_ids.long(), num_classes).permute(0, 3, 1, 2).float()
+
+
+def class_overlap(prediction: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dice and IoU [N, C - 1] per image and foreground class of one-hot maps; a class absent from both prediction
+    and truth counts 1 (MONAI's ``ignore_empty=False``), one predicted where there is none counts 0."""
     from monai.metrics import compute_dice, compute_iou
 
-    prediction = F.one_hot(predicted.long(), num_classes).permute(0, 3, 1, 2).float()
-    truth = F.one_hot(masks.long(), num_classes).permute(0, 3, 1, 2).float()
     dice = compute_dice(prediction, truth, include_background=False, ignore_empty=False)
     iou = compute_iou(prediction, truth, include_background=False, ignore_empty=False)
+    return dice, iou
+
+
+def overlap_scores(predicted: torch.Tensor, masks: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image Dice and IoU of class ids [N, H, W]: the mean over foreground classes (see ``class_overlap``)."""
+    dice, iou = class_overlap(one_hot_maps(predicted, num_classes), one_hot_maps(masks, num_classes))
     return dice.mean(dim=1), iou.mean(dim=1)
 
 
