@@ -301,7 +301,9 @@ class TrainingRun:
         self.model.train()
         reset_peak_memory(self.device)
         started = time.perf_counter()
-        step = start_step
+        # The last step whose optimizer update is in the weights: an interruption before the update (in the forward or
+        # backward) checkpoints the step before, one after it (in a listener, a checkpoint, a preview) this step.
+        completed = step = start_step
         try:
             for step in range(start_step + 1, config.steps + 1):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -309,6 +311,7 @@ class TrainingRun:
                 self.processes.average_gradients(self._parameters())
                 terms = self.processes.mean(terms)
                 self.optimizer.step()
+                completed = step
                 self.timer.count += 1
                 if not all(math.isfinite(v) for v in terms.values()):
                     raise FloatingPointError(f"training diverged at step {step}: {terms}")
@@ -319,7 +322,7 @@ class TrainingRun:
                 if (step % config.preview_every == 0 or step == config.steps) and self.processes.is_main:
                     self._write_preview(step)
         except KeyboardInterrupt:
-            self._checkpoint_with_time(step - 1, seconds_before + time.perf_counter() - started)
+            self._checkpoint_with_time(completed, seconds_before + time.perf_counter() - started)
             self.log.emit("error", message=f"interrupted at step {step}; resume with --resume")
             raise
         seconds = seconds_before + time.perf_counter() - started

@@ -51,6 +51,23 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, 
     assert "resume" in events and events[-1] == "done"
 
 
+def test_interrupt_after_an_update_checkpoints_that_step_and_resumes_exactly(tmp_path, kvasir_small):
+    """Ctrl-C in a listener after step 3's update (not a checkpoint step): the checkpoint must be step 3's."""
+    def interrupt_at_step_3(event: dict) -> None:
+        if event["type"] == "progress" and event["step"] == 3:
+            raise KeyboardInterrupt
+
+    whole = train(config(kvasir_small, tmp_path / "whole", 4))
+    with pytest.raises(KeyboardInterrupt):
+        train(config(kvasir_small, tmp_path / "split", 4), listeners=[interrupt_at_step_3])
+    checkpoints = [e["step"] for e in read_events(tmp_path / "split") if e["type"] == "checkpoint"]
+    assert checkpoints == [2, 3]
+    resumed = train(config(kvasir_small, tmp_path / "split", 4), resume=True)
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
 def test_stage2_alignment_run_writes_loss_terms_and_timings(tmp_path, kvasir_small, references):
     stage1 = train(config(kvasir_small, tmp_path / "s1", 2))
     stage2 = train(config(kvasir_small, tmp_path / "s2", 2, stage=2, init=str(stage1.parent), references=str(references),
