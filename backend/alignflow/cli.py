@@ -82,6 +82,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--max-pairs", type=int, help="train on the first N pairs only")
+    parser.add_argument("--log-every", type=int, help="a progress event every N steps")
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--preview-every", type=int)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from alignflow.cli import main
+from alignflow.training.events import read_events
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -21,11 +22,16 @@ def trained(tmp_path_factory, kvasir, make_pairs, tiny_model) -> Path:
     root = tmp_path_factory.mktemp("cli")
     make_pairs(kvasir, root / "data", 4)
     config = root / "seg.yaml"
-    config.write_text(yaml.safe_dump({"model": tiny_model, "batch_size": 2, "log_every": 1}))
+    config.write_text(yaml.safe_dump({"model": tiny_model, "batch_size": 2}))
     code = main(["train-segmenter", "--config", str(config), "--source", str(root / "data"), "--out", str(root / "run"),
-                 "--steps", "2", "--device", "cpu"])
+                 "--steps", "3", "--log-every", "1", "--device", "cpu"])
     assert code == 0
     return root
+
+
+def test_log_every_flag_sets_the_progress_interval(trained):
+    progress = [e["step"] for e in read_events(trained / "run") if e["type"] == "progress"]
+    assert progress == [1, 2, 3]
 
 
 def test_train_then_segment_writes_every_output(trained, capsys):
