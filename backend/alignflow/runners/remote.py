@@ -63,7 +63,12 @@ class RemoteRunner:
         self._uploaded: dict[tuple[str, str], str] = {}  # (kind, path) -> upload id
 
     # ------------------------------------------------------------------ Runner
-    def submit(self, kind: str, config: dict[str, Any]) -> str:
+    def submit(self, kind: str, config: dict[str, Any], resume: bool = False) -> str:
+        """Start a job on the server (the Runner contract). The server owns its run folders and replaces the config's
+        ``out``, so a server run is continued by its job id (``resume``), never by a folder: ``resume=True`` is refused."""
+        if resume:
+            raise InputError("resume", "RemoteRunner.resume(job_id) (alignflow remote resume JOB): the server owns its run "
+                                       "folders, so a remote run is continued by its job id", "submit(..., resume=True)")
         if kind not in JOB_KINDS:
             raise InputError("kind", f"one of {', '.join(JOB_KINDS)}", repr(kind))
         remote_config = self._with_uploads(config)

@@ -28,6 +28,8 @@ def test_bad_client_input_is_refused_before_any_request(tmp_path):
     runner = RemoteRunner(f"http://127.0.0.1:{free_port()}", TOKEN, retries=0)
     with pytest.raises(InputError, match="kind"):
         runner.submit("shell", {})
+    with pytest.raises(InputError, match="resume.*job id"):  # server runs are continued by job id, not by folder
+        runner.submit("train", {"out": str(tmp_path / "run")}, resume=True)
     (tmp_path / "generator").mkdir()
     with pytest.raises(InputError, match="config.init.*job:ID"):  # models are results of server jobs, not uploads
         runner.submit("align", {"init": str(tmp_path / "generator")})
