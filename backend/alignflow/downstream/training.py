@@ -85,8 +85,10 @@ class DownstreamTrainer(TrainingRun):
     config: RunSettings
     stage = "downstream"
     result_folder = MODEL_DIR
-    # The evaluator's preview (rows: image, ground truth, prediction of the first training pairs) fits as it is.
+    # The evaluator's preview (rows: image, ground truth, prediction of the first training pairs) and loss step fit as
+    # they are.
     _write_preview = EvaluatorTrainer._write_preview
+    _dice_ce_backward = EvaluatorTrainer._dice_ce_backward
 
     def __init__(self, config: DownstreamConfig, pairs: TrainingPairs, listeners: list[Listener] | None = None, resume: bool = False):
         super().__init__(RunSettings(config), listeners, resume)
@@ -123,13 +125,7 @@ class DownstreamTrainer(TrainingRun):
         started = time.perf_counter()
         images, masks, synthetic = self._batch()
         self.timer.add("batch", time.perf_counter() - started)
-        started = time.perf_counter()
-        with autocast(self.device, self.config.precision):
-            logits = self.model(images.to(self.device))
-        loss = self.loss(logits.float(), masks.to(self.device).unsqueeze(1))
-        loss.backward()
-        self.timer.add("train", time.perf_counter() - started)
-        return {"loss": loss.item(), "synthetic_fraction": synthetic / len(images)}
+        return {"loss": self._dice_ce_backward(images, masks), "synthetic_fraction": synthetic / len(images)}
 
     def _export(self, step: int, seconds: float) -> Path:
         config, pairs = self.config.downstream, self.pairs
