@@ -2,41 +2,18 @@
 
 import json
 import time
-from pathlib import Path
 
 import pytest
+from runnerkit import masks_config, wait
 
 from alignflow.errors import InputError
 from alignflow.runners.base import CANCELLED, FAILED, SUCCEEDED
 from alignflow.runners.local import LocalRunner, live_processes_in_group
 
-TINY_MASKS = {"resolution": 32, "num_layers": 1, "attention_head_dim": 8, "num_attention_heads": 2, "context_tokens": 2}
-
-
-def wait(runner: LocalRunner, job_id: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = runner.status(job_id)
-        if status.finished:
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still running after {timeout} s")
-
-
-@pytest.fixture()
-def source(tmp_path, kvasir, make_pairs) -> Path:
-    make_pairs(kvasir, tmp_path / "data", 4)
-    return tmp_path / "data"
-
-
-def config(source: Path, out: Path, steps: int) -> dict:
-    return {"source": str(source), "out": str(out), "steps": steps, "batch_size": 2, "device": "cpu",
-            "checkpoint_every": 1, "preview_every": 1000, "generator": TINY_MASKS}
-
 
 def test_a_job_runs_in_its_own_process_and_reports_through_its_events(tmp_path, source):
     runner = LocalRunner(tmp_path / "jobs")
-    job = runner.submit("train-masks", config(source, tmp_path / "run", 3))
+    job = runner.submit("train-masks", masks_config(source, tmp_path / "run", 3))
     status = wait(runner, job)
     assert status.state == SUCCEEDED and status.exit_code == 0
     events = runner.events(job)
@@ -50,14 +27,14 @@ def test_a_job_runs_in_its_own_process_and_reports_through_its_events(tmp_path, 
 
 def test_a_failing_job_says_why(tmp_path, source):
     runner = LocalRunner(tmp_path / "jobs")
-    job = runner.submit("train-masks", {**config(source, tmp_path / "run", 3), "steps": 0})
+    job = runner.submit("train-masks", {**masks_config(source, tmp_path / "run", 3), "steps": 0})
     status = wait(runner, job)
     assert status.state == FAILED and status.exit_code == 2 and "steps" in status.message
 
 
 def test_cancel_stops_the_process_group_and_keeps_a_checkpoint(tmp_path, source):
     runner = LocalRunner(tmp_path / "jobs")
-    job = runner.submit("train-masks", {**config(source, tmp_path / "run", 100000)})
+    job = runner.submit("train-masks", {**masks_config(source, tmp_path / "run", 100000)})
     deadline = time.monotonic() + 120
     while not any(e["type"] == "checkpoint" for e in runner.events(job)):
         assert time.monotonic() < deadline and not runner.status(job).finished
@@ -69,7 +46,7 @@ def test_cancel_stops_the_process_group_and_keeps_a_checkpoint(tmp_path, source)
     pid = json.loads((tmp_path / "jobs" / job / "job.json").read_text())["pid"]
     assert live_processes_in_group(pid) == []  # nothing of the job's process group still runs
     stopped_at = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())["step"]  # SIGINT may add one
-    resumed = runner.submit("train-masks", config(source, tmp_path / "run", stopped_at + 2), resume=True)
+    resumed = runner.submit("train-masks", masks_config(source, tmp_path / "run", stopped_at + 2), resume=True)
     assert wait(runner, resumed).state == SUCCEEDED
     assert any(e["type"] == "resume" and e["step"] == stopped_at for e in runner.events(resumed))
 

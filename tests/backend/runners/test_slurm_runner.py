@@ -2,9 +2,9 @@
 that run to completion, are cancelled mid-run, and train data parallel over two tasks."""
 
 import time
-from pathlib import Path
 
 import pytest
+from runnerkit import masks_config, wait
 
 from alignflow.errors import InputError
 from alignflow.runners.base import CANCELLED, SUCCEEDED
@@ -12,31 +12,9 @@ from alignflow.runners.local import live_processes_in_group
 from alignflow.runners.slurm import CHILD_FILE, SlurmOptions, SlurmRunner
 from alignflow.training.events import read_events
 
-TINY_MASKS = {"resolution": 32, "num_layers": 1, "attention_head_dim": 8, "num_attention_heads": 2, "context_tokens": 2}
 TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "attention_head_dim": 8,
                   "num_attention_heads": 2, "context_tokens": 2, "patch_size": 1}
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def wait(runner: SlurmRunner, job_id: str, timeout: float = 180.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = runner.status(job_id)
-        if status.finished:
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still running after {timeout} s: {runner.status(job_id)}")
-
-
-@pytest.fixture()
-def source(tmp_path, kvasir, make_pairs) -> Path:
-    make_pairs(kvasir, tmp_path / "data", 4)
-    return tmp_path / "data"
-
-
-def masks_config(source: Path, out: Path, steps: int) -> dict:
-    return {"source": str(source), "out": str(out), "steps": steps, "batch_size": 2, "device": "cpu",
-            "checkpoint_every": 1, "preview_every": 1000, "generator": TINY_MASKS}
 
 
 def test_a_job_runs_to_completion_in_an_allocation_and_a_new_client_finds_it(tmp_path, source):
