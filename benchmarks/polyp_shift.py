@@ -39,6 +39,8 @@ STAGE1_STEPS = 3900
 STAGE2_STEPS = 200
 SYNTHETIC_PAIRS = 300  # per arm, generated from a fixed subset of the training masks (a quarter of each batch)
 DOWNSTREAM_STEPS = 400
+LONG_DOWNSTREAM_STEPS = 1200
+FILTER_CANDIDATES = 4
 SEEDS = (0, 1, 2)
 # Two stage-2 settings, picked between on the validation KID: last session's best (t_is 10) and a gentler one that
 # lets the reward reach earlier Euler steps at a lower learning rate (the texture hacking seen with t_is 18).
@@ -89,12 +91,30 @@ def _generator_folder(work: Path, generator: str) -> Path:
 
 
 def _held_out_masks(work: Path):
-    import torch
-
     from alignflow.data import load_masks, scan_dataset
 
     pairs = scan_dataset(_splits(work)["held_out"]).pairs
     return [pair.stem for pair in pairs], load_masks([pair.mask for pair in pairs], RESOLUTION)
+
+
+def _generate(work: Path, params: dict, masks, seed: int):
+    """The generator's images for ``masks``; with ``candidates`` K > 1 the best of K per mask by the reward segmenter.
+
+    The filter uses the reward segmenter (first half of Kvasir, source only, photometric augmentation), never the
+    benchmark evaluator, so that the fidelity reported for a filtered arm is not the score it was selected on.
+    """
+    import torch
+
+    from alignflow.fidelity.filtering import generate_with_fidelity
+    from alignflow.fidelity.segmenter import load_segmenter
+    from alignflow.generation import generate_images, load_generator
+
+    generator = load_generator(_generator_folder(work, params["generator"]), torch.device("cpu"))
+    candidates = params.get("candidates", 1)
+    if candidates == 1:
+        return generate_images(generator, masks, seed=seed)
+    scorer = load_segmenter(work / "reward_segmenter" / "segmenter")
+    return generate_with_fidelity(generator, masks, evaluator=scorer, candidates=candidates, seed=seed).images
 
 
 def _write_pairs(out: Path, stems: list[str], images, masks) -> None:
@@ -159,12 +179,9 @@ def align(work: Path, params: dict) -> dict:
 
 def score_generator(work: Path, params: dict) -> dict:
     """Images for the 100 held-out masks: KID to the ClinicDB test set and to the validation set, mask fidelity."""
-    import torch
-
     from alignflow.data import list_images, load_reference_images
     from alignflow.fidelity.metric import fidelity_report, score_generated_folder, score_real_dataset
     from alignflow.fidelity.segmenter import load_segmenter
-    from alignflow.generation import generate_images, load_generator
     from alignflow.metrics.kid import KernelInceptionDistanceTo
 
     splits = _splits(work)
@@ -174,8 +191,7 @@ def score_generator(work: Path, params: dict) -> dict:
         from alignflow.data import load_pairs, scan_dataset
         images, _ = load_pairs(scan_dataset(splits["held_out"]), RESOLUTION)
     else:
-        generator = load_generator(_generator_folder(work, params["generator"]), torch.device("cpu"))
-        images = generate_images(generator, masks, seed=0)
+        images = _generate(work, params, masks, seed=0)
     _write_pairs(out, stems, images, masks)
     result: dict[str, Any] = {}
     test = load_reference_images(list_images(splits["test"]), RESOLUTION)
@@ -203,10 +219,7 @@ def choose_stage2(work: Path, params: dict) -> dict:
 
 def synthesize_pairs(work: Path, params: dict) -> dict:
     """``SYNTHETIC_PAIRS`` synthetic pairs: a fixed subset of training masks (or synthetic masks) -> generator images."""
-    import torch
-
     from alignflow.data import load_masks, scan_dataset, split_indices
-    from alignflow.generation import generate_images, load_generator
 
     if params.get("masks") == "synthetic":
         mask_files = sorted((work / "synthetic_masks" / "masks").iterdir())[:SYNTHETIC_PAIRS]
@@ -216,8 +229,7 @@ def synthesize_pairs(work: Path, params: dict) -> dict:
         chosen = sorted(int(i) for i in split_indices(len(pairs), [SYNTHETIC_PAIRS], 1)[0])
         mask_files, stems = [pairs[i].mask for i in chosen], [f"syn_{pairs[i].stem}" for i in chosen]
     masks = load_masks(mask_files, RESOLUTION)
-    generator = load_generator(_generator_folder(work, params["generator"]), torch.device("cpu"))
-    images = generate_images(generator, masks, seed=1000)
+    images = _generate(work, params, masks, seed=1000)
     _write_pairs(work / params["name"], stems, images, masks)
     return {"pairs": len(stems)}
 
@@ -308,6 +320,14 @@ def plan() -> list[Task]:
     tasks += [Task("synthetic_masks", synthetic_masks, [], {"steps": 800}),
               Task("synth_r10s0_synmasks", synthesize_pairs, ["synthetic_masks", "align_r10s0"], {"generator": "r10s0", "masks": "synthetic"}),
               *_downstream_tasks("r10s0_synmasks", "synth_r10s0_synmasks")]
+    # Added after the first run (session 4): issue 10's fidelity filtering as an arm (best of 4 per mask, picked by the
+    # reward segmenter), and the core arms under a 3x longer downstream protocol (the 400-step UNet is not converged).
+    best = {"generator": "r10s0", "candidates": FILTER_CANDIDATES}
+    tasks += [Task("score_r10s0_best4", score_generator, ["align_r10s0", "evaluator", "reward_segmenter"], best),
+              Task("synth_r10s0_best4", synthesize_pairs, ["align_r10s0", "reward_segmenter"], best),
+              *_downstream_tasks("r10s0_best4", "synth_r10s0_best4")]
+    for arm, synthetic in (("real", None), ("r10s0", "synth_r10s0"), ("stage1", "synth_stage1")):
+        tasks += _downstream_tasks(f"{arm}_long", synthetic, steps=LONG_DOWNSTREAM_STEPS)
     for task in tasks:
         task.params.setdefault("name", task.name)
     return tasks
@@ -416,10 +436,14 @@ ARMS = [("real only", "real", None), ("+ stage 1", "stage1", "stage1"), ("+ alig
         ("+ aligned, 5 refs", "r5s0", "r5s0"), ("+ aligned, 10 refs", "r10s0", "r10s0"),
         ("+ aligned, 10 refs, synthetic masks", "r10s0_synmasks", "r10s0"), ("+ aligned + L_M, 10 refs", "r10s0_lm", "r10s0_lm"),
         ("+ stage 1 with AR", "stage1_ar", "stage1_ar"), ("+ aligned + AR + L_M, 10 refs", "r10s0_arlm", "r10s0_arlm"),
+        ("+ aligned, 10 refs, best of 4 per mask (fidelity filter)", "r10s0_best4", "r10s0_best4"),
         ("+ aligned, 10 refs, 50 % synthetic", "r10s0_share50", "r10s0"),
         ("real only, 600 steps (the pre-training arms' budget)", "real_600steps", None),
         ("stage 1: 200 steps synthetic pre-training, 400 real", "stage1_pretrain", "stage1"),
-        ("aligned 10 refs: 200 steps synthetic pre-training, 400 real", "r10s0_pretrain", "r10s0")]
+        ("aligned 10 refs: 200 steps synthetic pre-training, 400 real", "r10s0_pretrain", "r10s0"),
+        (f"real only, {LONG_DOWNSTREAM_STEPS} steps", "real_long", None),
+        (f"+ stage 1, {LONG_DOWNSTREAM_STEPS} steps", "stage1_long", "stage1"),
+        (f"+ aligned, 10 refs, {LONG_DOWNSTREAM_STEPS} steps", "r10s0_long", "r10s0")]
 
 
 def _mean_std(values: list[float]) -> str:
@@ -446,7 +470,7 @@ def report(work: Path) -> None:
     print("\n| generator | stage-2 references | KID to ClinicDB test | KID to validation | mask fidelity Dice (ceiling) |")
     print("|---|---|---|---|---|")
     for generator in ["real", "stage1", "stage1_ar", *(f"r10s0{v}" for v in STAGE2_VARIANTS), "r1s0", "r5s0", "r10s1", "r10s2", "adv10",
-                      "r10s0_lm", "r10s0_arlm"]:
+                      "r10s0_lm", "r10s0_arlm", "r10s0_best4"]:
         score = _done(work, f"score_{generator}")
         if score:
             print(f"| {generator} | {generator.split('_')[0] if not generator.startswith(('real', 'stage1')) else '-'} | {score['kid_test']:.4f} ± {score['kid_test_std']:.4f} | "
@@ -462,7 +486,8 @@ def grid_picture(work: Path, count: int = 8, out: Path = Path("docs/images/polyp
     from alignflow.data import list_images, read_image, read_mask, resize_image
 
     rows = []
-    generators = [g for g in ("real", "stage1", "r10s0", "r10s0_lm", "adv10") if (work / f"score_{g}" / "images").is_dir()]
+    generators = [g for g in ("real", "stage1", "stage1_ar", "r10s0", "r10s0_lm", "r10s0_arlm", "r10s0_best4")
+                  if (work / f"score_{g}" / "images").is_dir()]
     if not generators:
         return
     masks = [read_mask(p) for p in sorted((work / f"score_{generators[0]}" / "masks").iterdir())[:count]]
