@@ -170,6 +170,7 @@ def _options(args: argparse.Namespace, drop: Sequence[str] = ()) -> dict[str, An
 
 def _run_training(args: argparse.Namespace, stage: int) -> int:
     from .training.config import TrainConfig
+    from .training.loop import launched_as_main_process
     from .training.trainer import train
 
     values = _options(args, drop=("resume",))
@@ -179,7 +180,8 @@ def _run_training(args: argparse.Namespace, stage: int) -> int:
         values["references"] = values["references"][0]
     config = TrainConfig.from_dict({**values, "stage": stage})
     folder = run_with_progress(lambda listeners: train(config, listeners, resume=getattr(args, "resume", False)))
-    print(f"generator written to {folder}")
+    if launched_as_main_process():  # under accelerate launch every process gets here; one line is enough
+        print(f"generator written to {folder}")
     return 0
 
 

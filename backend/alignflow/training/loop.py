@@ -54,6 +54,7 @@ class RunConfig(Protocol):
 
 # The variables a launcher sets for the number of processes: torchrun (accelerate launch --multi_gpu), then MPI.
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 
 
 def launched_process_count() -> int:
@@ -63,6 +64,15 @@ def launched_process_count() -> int:
         if value.isdigit():
             return int(value)
     return 1
+
+
+def launched_as_main_process() -> bool:
+    """Whether this is the launcher's process 0 (or there is no launcher): the one that writes and reports."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value) == 0
+    return True
 
 
 @dataclass

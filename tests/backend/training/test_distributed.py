@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from alignflow.errors import InputError
 from alignflow.training.config import TrainConfig
 from alignflow.training.events import read_events
-from alignflow.training.loop import Processes
+from alignflow.training.loop import Processes, launched_as_main_process
 from alignflow.training.trainer import train
 
 TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "attention_head_dim": 8,
@@ -84,6 +84,16 @@ def test_each_process_takes_its_rows_of_the_global_batch():
         Processes(1, 2).rows(3, "batch_size")
 
 
+def test_only_the_launchers_process_0_counts_as_main(monkeypatch):
+    for name in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert launched_as_main_process()  # no launcher
+    monkeypatch.setenv("RANK", "1")
+    assert not launched_as_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert launched_as_main_process()
+
+
 @pytest.mark.slow
 def test_two_processes_follow_the_one_process_loss_curve_write_once_and_resume_after_a_kill(tmp_path, kvasir, make_pairs):
     source = tmp_path / "data"
@@ -120,6 +130,7 @@ def test_two_processes_follow_the_one_process_loss_curve_write_once_and_resume_a
     assert before == list(range(4, resumed_from + 1, 4))  # each written once, by the main process alone
     assert after == list(range(resumed_from + 4, STEPS + 1, 4))
     assert next(e for e in events if e["type"] == "start")["processes"] == 2
+    assert log.read_text().count("generator written to") == 1  # reported by the main process only
 
     curve = losses_by_step(run_dir)
     assert sorted(curve) == list(range(1, STEPS + 1))
