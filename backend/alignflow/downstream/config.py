@@ -37,6 +37,11 @@ class DownstreamConfig(DictConfig):
     synthetic: str | None = None  # synthetic pairs in the same layout (alignflow generate / export --format folders)
     synthetic_share: float | None = None
     pretrain_synthetic_steps: int = 0
+    # Generative Feedback (free-lunch paper, Eq. 10-11; downstream/feedback.py): a trained generator judges the
+    # segmenter's predictions; L = Dice + CE + w_feedback L_fb. Off (0) by default.
+    feedback_generator: str | None = None
+    w_feedback: float = 0.0
+    feedback_temperature: float = 1.0
     model: str = "unet"  # "unet" (MONAI UNet), "segformer" (transformers SegFormer) or "medflowseg"
     model_options: dict[str, Any] = field(default_factory=dict)  # architecture / sampling overrides (docs/downstream.md)
     steps: int = 1500
@@ -79,6 +84,7 @@ class DownstreamConfig(DictConfig):
         if self.pretrain_synthetic_steps and self.model == "medflowseg":
             raise InputError("--pretrain-synthetic-steps", "0 for --model medflowseg (its trainer cannot start from another run's weights)",
                              str(self.pretrain_synthetic_steps))
+        self._validate_feedback()
         for name in ("steps", "batch_size", "resolution", "log_every", "checkpoint_every", "preview_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -90,6 +96,22 @@ class DownstreamConfig(DictConfig):
         if not isinstance(self.model_options, dict):
             raise InputError("model_options", "a mapping of option names to values", type(self.model_options).__name__)
         autocast(torch.device("cpu"), self.precision)  # rejects an unknown precision by name
+
+    def _validate_feedback(self) -> None:
+        if isinstance(self.w_feedback, bool) or not isinstance(self.w_feedback, (int, float)) or self.w_feedback < 0:
+            raise InputError("--w-feedback", "a non-negative weight (0 = no Generative Feedback)", repr(self.w_feedback))
+        if not 0.0 < float(self.feedback_temperature) <= 1.0:
+            raise InputError("--feedback-temperature", "a temperature lambda in (0, 1] (free-lunch Eq. 8)", str(self.feedback_temperature))
+        if self.w_feedback > 0:
+            if not self.feedback_generator:
+                raise InputError("--feedback-generator", "a trained generator (run or generator folder) when --w-feedback > 0", "nothing")
+            if self.model == "medflowseg":
+                raise InputError("--w-feedback", "0 for --model medflowseg (it samples masks, it has no logits to feed back)",
+                                 str(self.w_feedback))
+
+    @property
+    def feedback(self) -> bool:
+        return self.w_feedback > 0
 
     @property
     def learning_rate(self) -> float:

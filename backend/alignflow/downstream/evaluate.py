@@ -91,7 +91,7 @@ def _comparable(config: DownstreamConfig | dict[str, Any]) -> dict[str, Any]:
     """A config as results.json stores it (JSON types, data folders as absolute paths), to tell whether a stored
     result belongs to a config however its folders were spelled (results stored with relative paths included)."""
     values = json.loads(json.dumps(config if isinstance(config, dict) else config.to_dict(), default=str))
-    for key in ("train", "synthetic"):
+    for key in ("train", "synthetic", "feedback_generator"):
         if values.get(key):
             values[key] = str(Path(values[key]).resolve())
     if isinstance(values.get("test"), dict):

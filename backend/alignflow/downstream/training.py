@@ -25,6 +25,7 @@ from ..fidelity.training import EvaluatorTrainer
 from ..training.events import Listener
 from ..training.loop import TrainingRun, seed_everything
 from .config import DownstreamConfig
+from .feedback import GenerativeFeedback
 from .models import MODEL_DIR, build_model, save_model
 
 
@@ -88,7 +89,7 @@ class DownstreamTrainer(TrainingRun):
     # The evaluator's preview (rows: image, ground truth, prediction of the first training pairs) and loss step fit as
     # they are.
     _write_preview = EvaluatorTrainer._write_preview
-    _dice_ce_backward = EvaluatorTrainer._dice_ce_backward
+    _dice_ce = EvaluatorTrainer._dice_ce
 
     def __init__(self, config: DownstreamConfig, pairs: TrainingPairs, listeners: list[Listener] | None = None, resume: bool = False):
         super().__init__(RunSettings(config), listeners, resume)
@@ -105,6 +106,14 @@ class DownstreamTrainer(TrainingRun):
         self.model = build_model(config.model, self.pairs.num_classes, config.resolution, config.model_options).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.feedback = self._feedback(config) if config.feedback else None
+
+    def _feedback(self, config: DownstreamConfig) -> GenerativeFeedback:
+        from ..generation import load_generator
+
+        feedback = GenerativeFeedback(load_generator(Path(config.feedback_generator), self.device), config.feedback_temperature)
+        feedback.check_compatible(config.resolution, self.pairs.num_classes, "--feedback-generator")
+        return feedback
 
     def _maybe_resume(self) -> tuple[int, float]:
         step, seconds = super()._maybe_resume()
@@ -125,7 +134,17 @@ class DownstreamTrainer(TrainingRun):
         started = time.perf_counter()
         images, masks, synthetic = self._batch()
         self.timer.add("batch", time.perf_counter() - started)
-        return {"loss": self._dice_ce_backward(images, masks), "synthetic_fraction": synthetic / len(images)}
+        started = time.perf_counter()
+        loss, logits = self._dice_ce(images, masks)
+        terms = {"loss_segmentation": loss.item()}
+        if self.feedback is not None:  # free-lunch Eq. 11 with the generator's judgement of these logits (Eq. 10)
+            with autocast(self.device, self.config.precision):
+                feedback = self.feedback(images.to(self.device), logits)
+            loss = loss + self.config.w_feedback * feedback
+            terms["loss_feedback"] = feedback.item()
+        loss.backward()
+        self.timer.add("train", time.perf_counter() - started)
+        return {"loss": loss.item(), **terms, "synthetic_fraction": synthetic / len(images)}
 
     def _export(self, step: int, seconds: float) -> Path:
         config, pairs = self.config.downstream, self.pairs

@@ -144,17 +144,18 @@ class EvaluatorTrainer(TrainingRun):
         if self.photometric is not None:
             images = augment_photometric(self.photometric, images)
         self.timer.add("augment", time.perf_counter() - started)
-        return {"loss": self._dice_ce_backward(images, masks)}
-
-    def _dice_ce_backward(self, images: torch.Tensor, masks: torch.Tensor) -> float:
-        """Forward (under the run's autocast), the Dice + CE loss in fp32 and its backward; returns the loss."""
         started = time.perf_counter()
-        with autocast(self.device, self.config.precision):
-            logits = self.model(images.to(self.device))
-        loss = self.loss(logits.float(), masks.to(self.device).unsqueeze(1))
+        loss, _ = self._dice_ce(images, masks)
         loss.backward()
         self.timer.add("train", time.perf_counter() - started)
-        return loss.item()
+        return {"loss": loss.item()}
+
+    def _dice_ce(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Dice + CE loss (fp32) and the fp32 logits of a forward under the run's autocast."""
+        with autocast(self.device, self.config.precision):
+            logits = self.model(images.to(self.device))
+        logits = logits.float()
+        return self.loss(logits, masks.to(self.device).unsqueeze(1)), logits
 
     def _write_preview(self, step: int) -> None:
         """Rows: images, ground truth, prediction, for the first training pairs."""
