@@ -41,6 +41,7 @@ SYNTHETIC_PAIRS = 300  # per arm, generated from a fixed subset of the training 
 DOWNSTREAM_STEPS = 400
 LONG_DOWNSTREAM_STEPS = 1200
 FILTER_CANDIDATES = 4
+FEEDBACK_TEMPERATURE = 0.5  # the paper gives lambda in (0, 1] and no value; 0.5 sharpens, untuned
 SEEDS = (0, 1, 2)
 # Two stage-2 settings, picked between on the validation KID: last session's best (t_is 10) and a gentler one that
 # lets the reward reach earlier Euler steps at a lower learning rate (the texture hacking seen with t_is 18).
@@ -254,7 +255,11 @@ def downstream(work: Path, params: dict) -> dict:
 
     splits = _splits(work)
     synthetic = str(work / params["synthetic"]) if params.get("synthetic") else None
-    config = DownstreamConfig(train=str(splits["train"]), synthetic=synthetic,
+    feedback = {}
+    if params.get("feedback"):  # Generative Feedback from this generator (free-lunch Eq. 10-11)
+        feedback = {"feedback_generator": str(_generator_folder(work, params["feedback"])), "w_feedback": 1.0,
+                    "feedback_temperature": FEEDBACK_TEMPERATURE}
+    config = DownstreamConfig(train=str(splits["train"]), synthetic=synthetic, **feedback,
                               synthetic_share=params.get("share", 0.25) if synthetic else None,
                               pretrain_synthetic_steps=params.get("pretrain", 0),
                               test={"clinicdb_test": str(splits["test_pairs"]), "kvasir_held_out": str(splits["held_out"])},
@@ -277,7 +282,7 @@ def _generator_tasks(generator: str) -> list[Task]:
 
 
 def _downstream_tasks(arm: str, synthetic: str | None, **params: Any) -> list[Task]:
-    deps = [synthetic] if synthetic else []
+    deps = ([synthetic] if synthetic else []) + ([params["feedback"]] if params.get("feedback") else [])
     return [Task(f"down_{arm}_s{seed}", downstream, deps, {"seed": seed, "synthetic": synthetic, **params}) for seed in SEEDS]
 
 
@@ -328,6 +333,10 @@ def plan() -> list[Task]:
               *_downstream_tasks("r10s0_best4", "synth_r10s0_best4")]
     for arm, synthetic in (("real", None), ("r10s0", "synth_r10s0"), ("stage1", "synth_stage1")):
         tasks += _downstream_tasks(f"{arm}_long", synthetic, steps=LONG_DOWNSTREAM_STEPS)
+    # Generative Feedback with the stage-1 generator (the one trained on the images the UNet sees), on real pairs
+    # alone and with the aligned generator's pairs.
+    tasks += _downstream_tasks("real_gf", None, feedback="stage1")
+    tasks += _downstream_tasks("r10s0_gf", "synth_r10s0", feedback="stage1")
     for task in tasks:
         task.params.setdefault("name", task.name)
     return tasks
@@ -441,6 +450,8 @@ ARMS = [("real only", "real", None), ("+ stage 1", "stage1", "stage1"), ("+ alig
         ("real only, 600 steps (the pre-training arms' budget)", "real_600steps", None),
         ("stage 1: 200 steps synthetic pre-training, 400 real", "stage1_pretrain", "stage1"),
         ("aligned 10 refs: 200 steps synthetic pre-training, 400 real", "r10s0_pretrain", "r10s0"),
+        ("real only + Generative Feedback (stage-1 generator)", "real_gf", None),
+        ("+ aligned, 10 refs + Generative Feedback (stage-1 generator)", "r10s0_gf", "r10s0"),
         (f"real only, {LONG_DOWNSTREAM_STEPS} steps", "real_long", None),
         (f"+ stage 1, {LONG_DOWNSTREAM_STEPS} steps", "stage1_long", "stage1"),
         (f"+ aligned, 10 refs, {LONG_DOWNSTREAM_STEPS} steps", "r10s0_long", "r10s0")]
