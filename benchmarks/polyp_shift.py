@@ -42,6 +42,7 @@ DOWNSTREAM_STEPS = 400
 LONG_DOWNSTREAM_STEPS = 1200
 FILTER_CANDIDATES = 4
 FEEDBACK_TEMPERATURE = 0.5  # the paper gives lambda in (0, 1] and no value; 0.5 sharpens, untuned
+FEEDBACK_ROWS = 4  # L_fb on 4 of each batch's 16 pairs (the real ones come first): 16 would cost ~16x the UNet step
 SEEDS = (0, 1, 2)
 # Two stage-2 settings, picked between on the validation KID: last session's best (t_is 10) and a gentler one that
 # lets the reward reach earlier Euler steps at a lower learning rate (the texture hacking seen with t_is 18).
@@ -258,7 +259,7 @@ def downstream(work: Path, params: dict) -> dict:
     feedback = {}
     if params.get("feedback"):  # Generative Feedback from this generator (free-lunch Eq. 10-11)
         feedback = {"feedback_generator": str(_generator_folder(work, params["feedback"])), "w_feedback": 1.0,
-                    "feedback_temperature": FEEDBACK_TEMPERATURE}
+                    "feedback_temperature": FEEDBACK_TEMPERATURE, "feedback_batch_size": FEEDBACK_ROWS}
     config = DownstreamConfig(train=str(splits["train"]), synthetic=synthetic, **feedback,
                               synthetic_share=params.get("share", 0.25) if synthetic else None,
                               pretrain_synthetic_steps=params.get("pretrain", 0),

@@ -21,6 +21,7 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
     parser.add_argument("--feedback-generator", help="a trained generator for Generative Feedback (with --w-feedback)")
     parser.add_argument("--w-feedback", type=float, help="weight of the Generative Feedback loss (default 0 = off; the paper uses 1)")
     parser.add_argument("--feedback-temperature", type=float, help="softmax temperature lambda in (0, 1] of the fed-back mask (default 1)")
+    parser.add_argument("--feedback-batch-size", type=int, help="Generative Feedback on the first N pairs of each batch only (default: all)")
     parser.add_argument("--test", action="append", metavar="NAME=DIR", help="a labelled test set (repeat for several)")
     parser.add_argument("--model", choices=["unet", "segformer", "medflowseg"], help="the segmenter (default unet)")
     parser.add_argument("--out", help="output folder (results.json, splits.json, the run and the model)")

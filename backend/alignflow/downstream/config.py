@@ -42,6 +42,9 @@ class DownstreamConfig(DictConfig):
     feedback_generator: str | None = None
     w_feedback: float = 0.0
     feedback_temperature: float = 1.0
+    # L_fb on the first N pairs of each batch only (None: all): the generator's forward and backward cost ~15 UNet
+    # steps per batch of 16 on a CPU. Real pairs come first in a batch.
+    feedback_batch_size: int | None = None
     model: str = "unet"  # "unet" (MONAI UNet), "segformer" (transformers SegFormer) or "medflowseg"
     model_options: dict[str, Any] = field(default_factory=dict)  # architecture / sampling overrides (docs/downstream.md)
     steps: int = 1500
@@ -105,6 +108,9 @@ class DownstreamConfig(DictConfig):
         if self.w_feedback > 0:
             if not self.feedback_generator:
                 raise InputError("--feedback-generator", "a trained generator (run or generator folder) when --w-feedback > 0", "nothing")
+            rows = self.feedback_batch_size
+            if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or not 1 <= rows <= self.batch_size):
+                raise InputError("--feedback-batch-size", f"an integer in [1, --batch-size = {self.batch_size}] (or none: all)", repr(rows))
             if self.model == "medflowseg":
                 raise InputError("--w-feedback", "0 for --model medflowseg (it samples masks, it has no logits to feed back)",
                                  str(self.w_feedback))

@@ -138,8 +138,9 @@ class DownstreamTrainer(TrainingRun):
         loss, logits = self._dice_ce(images, masks)
         terms = {"loss_segmentation": loss.item()}
         if self.feedback is not None:  # free-lunch Eq. 11 with the generator's judgement of these logits (Eq. 10)
+            rows = slice(0, self.config.feedback_batch_size)  # None: the whole batch
             with autocast(self.device, self.config.precision):
-                feedback = self.feedback(images.to(self.device), logits)
+                feedback = self.feedback(images[rows].to(self.device), logits[rows])
             loss = loss + self.config.w_feedback * feedback
             terms["loss_feedback"] = feedback.item()
         loss.backward()

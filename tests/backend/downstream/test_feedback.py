@@ -86,7 +86,9 @@ def test_bad_feedback_settings_are_input_errors(tmp_path, kvasir_train, kvasir_t
                          ({"feedback_temperature": 0.0}, "--feedback-temperature"),
                          ({"feedback_temperature": 1.5}, "--feedback-temperature"),
                          ({"w_feedback": 1.0}, "--feedback-generator"),
-                         ({"w_feedback": 1.0, "feedback_generator": "g", "model": "medflowseg"}, "--w-feedback")):
+                         ({"w_feedback": 1.0, "feedback_generator": "g", "model": "medflowseg"}, "--w-feedback"),
+                         ({"w_feedback": 1.0, "feedback_generator": "g", "batch_size": 4, "feedback_batch_size": 5}, "--feedback-batch-size"),
+                         ({"w_feedback": 1.0, "feedback_generator": "g", "feedback_batch_size": 0}, "--feedback-batch-size")):
         with pytest.raises(InputError, match=flag):
             DownstreamConfig.from_dict({**base, **values})
     feedback = GenerativeFeedback(generator)
@@ -101,7 +103,7 @@ def test_a_downstream_run_trains_with_feedback_and_logs_both_terms(tmp_path, kva
         train=str(kvasir_train), test={"kvasir": str(kvasir_test)}, out=str(tmp_path / "run"), model="unet",
         model_options=dict(SMALL_UNET), steps=3, batch_size=4, resolution=32, device="cpu", seed=3, log_every=1,
         checkpoint_every=100, preview_every=100, feedback_generator=str(trained_generator.parent), w_feedback=1.0,
-        feedback_temperature=0.5))
+        feedback_temperature=0.5, feedback_batch_size=2))
     results = evaluate_segmentation(config)
     progress = [e for e in read_events(tmp_path / "run") if e["type"] == "progress" and e.get("stage") == "downstream"]
     assert [e["step"] for e in progress] == [1, 2, 3]
