@@ -329,8 +329,8 @@ def plan() -> list[Task]:
     # Added after the first run (session 4): issue 10's fidelity filtering as an arm (best of 4 per mask, picked by the
     # reward segmenter), and the core arms under a 3x longer downstream protocol (the 400-step UNet is not converged).
     best = {"generator": "r10s0", "candidates": FILTER_CANDIDATES}
-    tasks += [Task("score_r10s0_best4", score_generator, ["align_r10s0", "evaluator", "reward_segmenter"], best),
-              Task("synth_r10s0_best4", synthesize_pairs, ["align_r10s0", "reward_segmenter"], best),
+    tasks += [Task("score_r10s0_best4", score_generator, ["align_r10s0", "evaluator", "reward_segmenter"], dict(best)),
+              Task("synth_r10s0_best4", synthesize_pairs, ["align_r10s0", "reward_segmenter"], dict(best)),
               *_downstream_tasks("r10s0_best4", "synth_r10s0_best4")]
     for arm, synthetic in (("real", None), ("r10s0", "synth_r10s0"), ("stage1", "synth_stage1")):
         tasks += _downstream_tasks(f"{arm}_long", synthetic, steps=LONG_DOWNSTREAM_STEPS)
@@ -340,6 +340,7 @@ def plan() -> list[Task]:
     tasks += _downstream_tasks("r10s0_gf", "synth_r10s0", feedback="stage1")
     for task in tasks:
         task.params.setdefault("name", task.name)
+    assert len({id(task.params) for task in tasks}) == len(tasks), "tasks must not share a params dict (the name is set in it)"
     return tasks
 
 
