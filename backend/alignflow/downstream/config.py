@@ -85,7 +85,8 @@ class DownstreamConfig(DictConfig):
         if self.pretrain_synthetic_steps and not self.synthetic:
             raise InputError("--pretrain-synthetic-steps", "--synthetic (a folder of synthetic pairs) to pre-train on", "no --synthetic")
         if self.pretrain_synthetic_steps and self.model == "medflowseg":
-            raise InputError("--pretrain-synthetic-steps", "0 for --model medflowseg (its trainer cannot start from another run's weights)",
+            raise InputError("--pretrain-synthetic-steps", "0 for --model medflowseg (the evaluation does not chain two MedFlowSeg runs; "
+                             "pre-train with train-segmenter, then --init)",
                              str(self.pretrain_synthetic_steps))
         self._validate_feedback()
         for name in ("steps", "batch_size", "resolution", "log_every", "checkpoint_every", "preview_every"):

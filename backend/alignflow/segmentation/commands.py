@@ -17,6 +17,7 @@ SEGMENT_DEFAULTS: dict[str, Any] = {"num_samples": 10, "steps": 50, "batch_size"
 def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
     train = commands.add_parser("train-segmenter", help="train MedFlowSeg (flow-matching segmentation) on a labelled dataset", argument_default=argparse.SUPPRESS)
     add_training_flags(train)
+    train.add_argument("--init", help="start from this trained segmenter (fine-tuning; its architecture is used)")
     train.add_argument("--preset", choices=["small", "paper"], help="model size: small (CPU, 128 px; default) or paper (256 px)")
     train.add_argument("--resolution", type=int, help="image side in pixels (multiple of 16; default: the preset's)")
     train.add_argument("--num-classes", type=int, help="class count when the masks may not show every class")

@@ -97,6 +97,9 @@ class SegmenterTrainConfig(DictConfig):
 
     source: str = ""  # a dataset folder with images/ and masks/ (empty when tensors are passed to the API)
     out: str = ""  # run folder
+    # Continue from a trained segmenter (folder or run folder): its architecture and weights; preset, resolution and
+    # model are then not used, and the data must have its classes. Fine-tuning on new labelled data, e.g. target scans.
+    init: str | None = None
     preset: str = "small"
     resolution: int | None = None  # overrides the preset's resolution
     model: dict[str, Any] = field(default_factory=dict)  # further MedFlowSegConfig overrides

@@ -28,12 +28,11 @@ from ..atomic import atomic_open, atomic_write_json
 from ..data import resize_image, resize_to, to_tensor, write_image, write_mask
 from ..device import autocast, resolve_device
 from ..errors import InputError
-from ..training.checkpoint import MODEL_FILE, read_model_folder
 from .config import MedFlowSegConfig
 from .flow import decode_labels, euler_sample
 from .model import MedFlowSeg
 from .staple import StapleResult, staple, vote_fractions
-from .trainer import SEGMENTER_CONFIG_FILE, SEGMENTER_DIR
+from .trainer import read_segmenter
 from .uncertainty import UNCERTAINTY_KINDS, maximum_value, uncertainty_maps
 
 FUSIONS = ("staple", "vote")
@@ -53,11 +52,7 @@ class LoadedSegmenter:
 
 def load_segmenter(folder: str | Path, device: str | torch.device = "auto") -> LoadedSegmenter:
     """A trained segmenter from its folder (or a run folder holding ``segmenter/``); weights via safetensors only."""
-    values, weights, info, folder = read_model_folder(
-        Path(folder), config_file=SEGMENTER_CONFIG_FILE, subfolder=SEGMENTER_DIR,
-        expected=f"a trained segmenter folder (with {SEGMENTER_CONFIG_FILE} and {MODEL_FILE}) or a train-segmenter run folder")
-    model = MedFlowSeg(MedFlowSegConfig.from_dict(values, where=str(folder / SEGMENTER_CONFIG_FILE)))
-    model.load_saved_state_dict(weights, str(folder / MODEL_FILE))
+    model, info, folder = read_segmenter(Path(folder))
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return LoadedSegmenter(model.to(device).eval().requires_grad_(False), info, folder, device)
 

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel
 from ..data import load_pairs, mask_to_rgb, random_flips, scan_dataset, to_uint8, write_image
 from ..device import autocast
 from ..errors import InputError
-from ..training.checkpoint import save_model_folder
+from ..training.checkpoint import MODEL_FILE, read_model_folder, save_model_folder
 from ..training.events import Listener
 from ..training.loop import TrainingRun, seed_everything
 from .config import MedFlowSegConfig, SegmenterTrainConfig
@@ -82,6 +82,17 @@ def save_segmenter(folder: Path, model: MedFlowSeg, info: dict[str, Any]) -> Pat
     return save_model_folder(folder, model, model.config.to_dict(), {"model": MODEL_KIND, **info}, SEGMENTER_CONFIG_FILE)
 
 
+def read_segmenter(folder: Path) -> tuple[MedFlowSeg, dict[str, Any], Path]:
+    """The model an exported segmenter folder (or a run folder holding ``segmenter/``) holds, its provenance and the
+    folder it was read from; weights via safetensors only. The model is on the CPU, in training mode."""
+    values, weights, info, folder = read_model_folder(
+        Path(folder), config_file=SEGMENTER_CONFIG_FILE, subfolder=SEGMENTER_DIR,
+        expected=f"a trained segmenter folder (with {SEGMENTER_CONFIG_FILE} and {MODEL_FILE}) or a train-segmenter run folder")
+    model = MedFlowSeg(MedFlowSegConfig.from_dict(values, where=str(folder / SEGMENTER_CONFIG_FILE)))
+    model.load_saved_state_dict(weights, str(folder / MODEL_FILE))
+    return model, info, folder
+
+
 def check_training_tensors(images: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [N, 3, R, R] float in [0, 1] and masks [N, R, R] of class ids, or an InputError naming what is wrong."""
     if images is None or masks is None:
@@ -119,8 +130,10 @@ class SegmenterTrainer(TrainingRun):
     # ----------------------------------------------------------------- set-up
     def _prepare(self) -> None:
         seed_everything(self.config.seed)
+        self.init = read_segmenter(Path(self.config.init)) if self.config.init else None
         self.images, self.masks, num_classes, self.source = self._load_data()
-        self.model = TrainingState(MedFlowSeg(self.config.model_config(num_classes)), self.config.ema_decay).to(self.device)
+        model = self.init[0] if self.init else MedFlowSeg(self.config.model_config(num_classes))
+        self.model = TrainingState(model, self.config.ema_decay).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         # The loop calls optimizer.step() itself; the EMA follows every step through the optimizer's post-step hook.
         self.optimizer.register_step_post_hook(lambda *_: self.model.ema.update_parameters(self.model.net))
@@ -131,7 +144,7 @@ class SegmenterTrainer(TrainingRun):
         if any(t is not None for t in self.given):
             images, masks = check_training_tensors(*self.given)
             num_classes = self._classes(max(2, int(masks.max()) + 1), "masks")
-            resolution = config.model_config(num_classes).resolution
+            resolution = self._model_config(num_classes, "masks").resolution
             if images.shape[-2:] != (resolution, resolution):
                 raise InputError("images", f"tensors at the model resolution {resolution} x {resolution}", f"{tuple(images.shape[-2:])}")
             return images, masks, num_classes, "tensors"
@@ -140,8 +153,18 @@ class SegmenterTrainer(TrainingRun):
         folder = scan_dataset(Path(config.source))
         num_classes = self._classes(folder.num_classes, config.source)
         count = len(folder) if config.max_pairs is None else min(config.max_pairs, len(folder))
-        images, masks = load_pairs(folder, config.model_config(num_classes).resolution, indices=range(count))
+        images, masks = load_pairs(folder, self._model_config(num_classes, config.source).resolution, indices=range(count))
         return images, masks, num_classes, str(config.source)
+
+    def _model_config(self, num_classes: int, where: str) -> MedFlowSegConfig:
+        """The configuration's model, or with ``init`` the initial segmenter's (whose classes the data must have)."""
+        if self.init is None:
+            return self.config.model_config(num_classes)
+        model_config = self.init[0].config
+        if model_config.num_classes != num_classes:
+            raise InputError(where, f"masks with {model_config.num_classes} classes like the segmenter in --init {self.config.init}",
+                             f"{num_classes} classes")
+        return model_config
 
     def _classes(self, seen: int, where: str) -> int:
         wanted = self.config.num_classes
@@ -180,6 +203,8 @@ class SegmenterTrainer(TrainingRun):
     def _export(self, step: int, seconds: float) -> Path:
         info = {"steps": step, "source": self.source, "pairs": int(self.images.shape[0]), "train_seconds": seconds,
                 "train_config": self.config.to_dict()}
+        if self.init is not None:
+            info["init"] = {"folder": str(self.init[2]), "steps": self.init[1].get("steps"), "source": self.init[1].get("source")}
         return save_segmenter(self.run_dir / SEGMENTER_DIR, self.model.ema_model(), info)
 
 

@@ -131,3 +131,22 @@ def test_segment_images_rejects_bad_arguments(tmp_path, kvasir_small, tiny_model
         segment_images(segmenter, [np.zeros((8, 8), np.float32)])
     with pytest.raises(InputError, match="segmenter"):
         load_segmenter(tmp_path, "cpu")
+
+
+def test_init_continues_from_a_trained_segmenter_with_its_architecture(tmp_path, kvasir_small, shared_data, make_pairs, tiny_model):
+    first = train_segmenter(config(kvasir_small, tmp_path / "first", 2, tiny_model))
+    # A near-zero learning rate: the fine-tuned weights must still be the first run's (a fresh start would not be).
+    # preset/resolution differ from the first run's on purpose: the initial segmenter's architecture is used.
+    tuned = train_segmenter(config(kvasir_small, tmp_path / "tuned", 1, {}, init=str(tmp_path / "first"), lr=1e-12, resolution=64))
+    fresh = train_segmenter(config(kvasir_small, tmp_path / "fresh", 1, tiny_model, lr=1e-12, seed=5))
+    a, b, c = (load_file(str(folder / "model.safetensors")) for folder in (first, tuned, fresh))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[key], b[key], atol=1e-6) for key in a)
+    assert not all(torch.allclose(a[key], c[key], atol=1e-6) for key in a)
+    info = json.loads((tuned / "segmenter.json").read_text())
+    assert info["resolution"] == 32 and info["_info"]["init"]["folder"] == str(first)
+    # Data with other classes than the initial segmenter's: named, before training.
+    drishti = tmp_path / "drishti"
+    make_pairs(shared_data / "Drishti-GS_roi", drishti, 2)
+    with pytest.raises(InputError, match="2 classes like the segmenter in --init"):
+        train_segmenter(config(drishti, tmp_path / "bad", 1, {}, init=str(first)))
