@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..models.feature_encoders import DINO_PREFIX
 from ..runners.base import CANCELLED, FAILED, JOB_KINDS, QUEUED, RUNNING
 from ..runners.base import RESUMABLE_KINDS as RESUME_FLAG_KINDS
 from ..runners.local import LocalRunner
@@ -111,7 +112,26 @@ class Scheduler:
                 resolved[key] = [self._resolve(item, f"config.{key}") for item in value]
             elif value is not None and not isinstance(value, dict):  # "generator" is also a model config section
                 raise InputError(f"config.{key}", "a path, upload:ID or job:ID (or a list of them)", got=repr(value))
+        # Model references nested in other settings: a folder on the server (checked as above) or a Hugging Face hub id.
+        encoder = config.get("feature_encoder")
+        if isinstance(encoder, str) and encoder.startswith(DINO_PREFIX):
+            resolved["feature_encoder"] = DINO_PREFIX + self._resolve_model(encoder[len(DINO_PREFIX):], "config.feature_encoder")
+        if isinstance(config.get("generator"), dict):
+            section = dict(config["generator"])
+            for key in ("pretrained", "controlnet_pretrained"):
+                if isinstance(section.get(key), str):
+                    section[key] = self._resolve_model(section[key], f"config.generator.{key}")
+            resolved["generator"] = section
         return resolved
+
+    def _resolve_model(self, value: str, where: str) -> str:
+        """A pretrained model's folder (upload:ID, job:ID or a path inside the data root) or a hub id ("org/name")."""
+        if value.startswith((UPLOAD_PREFIX, JOB_PREFIX)) or (self.data_root / value).exists():
+            return self._resolve(value, where)
+        if value.startswith(("/", "~", ".")) or ".." in Path(value).parts or "\\" in value:
+            raise InputError(where, f"a hub id (org/name), upload:ID, job:ID or a path inside the server's data root {self.data_root}",
+                             got=repr(value))
+        return value  # a hub id: from_pretrained fetches it into the server's own cache
 
     def _resolve(self, value: str, where: str) -> str:
         if value.startswith(UPLOAD_PREFIX):

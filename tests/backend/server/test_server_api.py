@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -84,8 +85,20 @@ def test_config_paths_must_stay_inside_the_data_root(make_server, source, tmp_pa
         answer = server.post("/jobs", json={"kind": "train-masks", "config": {where: value, "steps": 1}})
         assert answer.status_code == 400, (where, value, answer.text)
         assert answer.json()["where"] == f"config.{where}"
+    # Model folders nested in other settings are held to the same rule; a hub id stays a hub id.
+    for config, where in (({"feature_encoder": "dino:/etc"}, "config.feature_encoder"),
+                          ({"feature_encoder": "dino:../../models/dino"}, "config.feature_encoder"),
+                          ({"generator": {"kind": "sd3", "pretrained": "/root/sd3"}}, "config.generator.pretrained"),
+                          ({"generator": {"kind": "sd3", "controlnet_pretrained": "~/cn"}}, "config.generator.controlnet_pretrained")):
+        answer = server.post("/jobs", json={"kind": "align", "config": {**config, "steps": 1}})
+        assert answer.status_code == 400 and answer.json()["where"] == where, (config, answer.text)
     assert server.post("/jobs", json={"kind": "rm -rf", "config": {}}).json()["where"] == "kind"
     assert server.get("/jobs").json() == []
+    scheduler = server.app.state.scheduler
+    resolved = scheduler.resolve_paths({"feature_encoder": "dino:facebook/dinov2-small",
+                                        "generator": {"kind": "sd3", "pretrained": f"upload:{upload}"}})
+    assert resolved["feature_encoder"] == "dino:facebook/dinov2-small"
+    assert Path(resolved["generator"]["pretrained"]).is_relative_to(scheduler.data_root)
 
 
 def test_the_token_comes_from_an_owner_only_file_or_the_environment(tmp_path):
