@@ -15,7 +15,7 @@ from alignflow.data import cache_root, read_image
 from alignflow.errors import InputError
 from alignflow.runners.base import JobStatus, Runner
 from alignflow.runners.local import LocalRunner
-from alignflow.runners.remote import RemoteRunner
+from alignflow.runners.remote import RemoteError, RemoteRunner
 
 LOCAL, REMOTE = "this computer", "remote server"
 # Remote requests: a timeout each, retried with backoff (0.5, 1, 2, 4, 8 s) before the panel reports the server down.
@@ -87,15 +87,11 @@ def read_preview(runner: Runner, job: str, status: JobStatus, path: str) -> np.n
         relative = PurePosixPath(path).relative_to(status.run_dir)
     except ValueError:
         return None
-    # RemoteRunner has no call for one file of a run folder (the server has: GET /jobs/{id}/files/{path}), so the
-    # runner's authenticated session asks for it; no retries, see the docstring.
     import requests
     from PIL import Image
 
     try:
-        response = runner.session.get(f"{runner.url}/jobs/{job}/files/{relative.as_posix()}", timeout=runner.timeout)
-    except requests.RequestException:
+        content = runner.read_file(job, relative, retry=False)  # no retries, see the docstring
+    except (RemoteError, InputError, requests.RequestException):
         return None
-    if response.status_code != 200:
-        return None
-    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    return np.asarray(Image.open(io.BytesIO(content)).convert("RGB"))

@@ -20,7 +20,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
@@ -85,6 +85,15 @@ class RemoteRunner:
 
     def cancel(self, job_id: str) -> None:
         self._request("POST", f"/jobs/{job_id}/cancel", timeout=max(self.timeout, CANCEL_TIMEOUT_S))
+
+    def read_file(self, job_id: str, path: str | PurePosixPath, *, retry: bool = True) -> bytes:
+        """One file of the job's run folder (``path`` relative to it, e.g. ``previews/step_0000100.png``), as bytes.
+
+        ``retry=False`` asks once (a viewer polling for previews would rather skip one than wait through backoff)."""
+        relative = PurePosixPath(path)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise InputError("path", "a file path inside the job's run folder", repr(str(path)))
+        return self._request("GET", f"/jobs/{job_id}/files/{relative.as_posix()}", retries=None if retry else 0).content
 
     def fetch(self, job_id: str, destination: Path) -> Path:
         """Download the run folder into ``destination`` (new or empty): all of it, or nothing on failure."""
@@ -201,9 +210,11 @@ class RemoteRunner:
     def _events(self, job_id: str, since: int, wait: float) -> dict[str, Any]:
         return self._request("GET", f"/jobs/{job_id}/events", params={"since": since, "wait": wait}, timeout=self.timeout + wait).json()
 
-    def _request(self, method: str, path: str, *, timeout: float | None = None, body_path: Path | None = None, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, *, timeout: float | None = None, body_path: Path | None = None,
+                 retries: int | None = None, **kwargs: Any) -> requests.Response:
         problem = "no attempt"
-        for attempt in range(self.retries + 1):
+        retries = self.retries if retries is None else retries
+        for attempt in range(retries + 1):
             if attempt:
                 time.sleep(min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
             try:
@@ -218,7 +229,7 @@ class RemoteRunner:
                 problem = f"HTTP {response.status_code}"
                 continue
             return self._checked(response)
-        raise RemoteError(f"{self.url}{path}: no answer after {self.retries + 1} tries (last: {problem})")
+        raise RemoteError(f"{self.url}{path}: no answer after {retries + 1} tries (last: {problem})")
 
     def _checked(self, response: requests.Response) -> requests.Response:
         if response.status_code < 400:

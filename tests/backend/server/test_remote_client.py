@@ -51,6 +51,13 @@ def test_the_remote_command_submits_and_reports(make_server, source, tmp_path, c
     assert main(["remote", "logs", job, "--since", "1", *common]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["type"] == "done"
 
+    runner = RemoteRunner(server.url, TOKEN)
+    assert json.loads(runner.read_file(job, "config.json"))["steps"] == 2  # one file of the server's run folder
+    with pytest.raises(InputError, match="HTTP 404"):
+        runner.read_file(job, "previews/none.png", retry=False)
+    with pytest.raises(InputError, match="inside the job's run folder"):
+        runner.read_file(job, "../../jobs.sqlite")
+
     wrong = tmp_path / "wrong"
     wrong.write_text("x" * 20)
     wrong.chmod(0o600)
