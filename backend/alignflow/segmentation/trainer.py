@@ -144,7 +144,7 @@ class SegmenterTrainer(TrainingRun):
         if any(t is not None for t in self.given):
             images, masks = check_training_tensors(*self.given)
             num_classes = self._classes(max(2, int(masks.max()) + 1), "masks")
-            resolution = self._model_config(num_classes, "masks").resolution
+            resolution = self._model_config(num_classes).resolution
             if images.shape[-2:] != (resolution, resolution):
                 raise InputError("images", f"tensors at the model resolution {resolution} x {resolution}", f"{tuple(images.shape[-2:])}")
             return images, masks, num_classes, "tensors"
@@ -153,21 +153,22 @@ class SegmenterTrainer(TrainingRun):
         folder = scan_dataset(Path(config.source))
         num_classes = self._classes(folder.num_classes, config.source)
         count = len(folder) if config.max_pairs is None else min(config.max_pairs, len(folder))
-        images, masks = load_pairs(folder, self._model_config(num_classes, config.source).resolution, indices=range(count))
+        images, masks = load_pairs(folder, self._model_config(num_classes).resolution, indices=range(count))
         return images, masks, num_classes, str(config.source)
 
-    def _model_config(self, num_classes: int, where: str) -> MedFlowSegConfig:
-        """The configuration's model, or with ``init`` the initial segmenter's (whose classes the data must have)."""
-        if self.init is None:
-            return self.config.model_config(num_classes)
-        model_config = self.init[0].config
-        if model_config.num_classes != num_classes:
-            raise InputError(where, f"masks with {model_config.num_classes} classes like the segmenter in --init {self.config.init}",
-                             f"{num_classes} classes")
-        return model_config
+    def _model_config(self, num_classes: int) -> MedFlowSegConfig:
+        """The configuration's model, or with ``init`` the initial segmenter's."""
+        return self.config.model_config(num_classes) if self.init is None else self.init[0].config
 
     def _classes(self, seen: int, where: str) -> int:
+        """The run's class count from the ``seen`` in the data: --num-classes, or with ``init`` the segmenter's."""
         wanted = self.config.num_classes
+        if self.init is not None:
+            classes = self.init[0].config.num_classes
+            if seen > classes or wanted not in (None, classes):
+                raise InputError(where, f"masks with at most {classes} classes like the segmenter in --init {self.config.init}",
+                                 f"{max(seen, wanted or 0)} classes")
+            return classes
         if wanted is not None and wanted < seen:
             raise InputError(where, f"class ids below num_classes={wanted}", f"{seen} classes")
         return wanted or seen
