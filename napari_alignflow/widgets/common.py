@@ -11,7 +11,7 @@ import numpy as np
 from napari.layers import Image, Layer
 from napari.utils import progress
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, QThreadPool, Signal
+from qtpy.QtCore import QCoreApplication, QObject, QThreadPool, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget
 from skimage.color import gray2rgb
 from superqt.utils import thread_worker
@@ -213,8 +213,19 @@ def worker_pool() -> QThreadPool:
     if not _POOL:
         pool = QThreadPool()
         pool.setMaxThreadCount(8)  # the plugin's workers mostly wait (files, HTTP, a cancelled job's checkpoint)
+        app = QCoreApplication.instance()
+        if app is not None:  # a worker that ends after the application's objects are gone aborts the process
+            app.aboutToQuit.connect(lambda: wait_for_workers(QUIT_WAIT_MS))
         _POOL.append(pool)
     return _POOL[0]
+
+
+QUIT_WAIT_MS = 10_000
+
+
+def wait_for_workers(timeout_ms: int) -> bool:
+    """Block until every worker of the plugin's pool has ended (at most ``timeout_ms``); True if they all did."""
+    return worker_pool().waitForDone(timeout_ms)
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:

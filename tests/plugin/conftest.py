@@ -82,6 +82,17 @@ def notifications_since(count: int) -> list[str]:
     return [str(record.message) for record in notification_manager.records[count:]]
 
 
+@pytest.fixture(autouse=True)
+def no_worker_outlives_its_test(qapp):
+    """A test's background workers end before the next test (or the interpreter's exit, where a worker that ends
+    after Qt's objects are deleted aborts the process: seen once at the end of a full run)."""
+    yield
+    from napari_alignflow.widgets.common import wait_for_workers
+
+    assert wait_for_workers(60_000), "a plugin worker was still running 60 s after its test"
+    qapp.processEvents()
+
+
 def wait_for_worker(qtbot, worker, timeout_ms: int = 60_000) -> None:
     """Until the worker of ``start_worker`` ended and its callbacks ran (a fast worker may end before any wait)."""
     qtbot.waitUntil(lambda: worker.handled, timeout=timeout_ms)
