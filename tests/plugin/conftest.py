@@ -83,9 +83,10 @@ def notifications_since(count: int) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def no_worker_outlives_its_test(qapp):
+def no_worker_outlives_its_test(qt_plugins_of_pyqt, qapp):
     """A test's background workers end before the next test (or the interpreter's exit, where a worker that ends
-    after Qt's objects are deleted aborts the process: seen once at the end of a full run)."""
+    after Qt's objects are deleted aborts the process: seen once at the end of a full run). ``qt_plugins_of_pyqt``
+    first: the QApplication must not exist before OpenCV's plugin path is undone (a full run aborted there)."""
     yield
     from napari_alignflow.widgets.common import wait_for_workers
 
