@@ -19,6 +19,11 @@ MODELS = ("unet", "segformer", "medflowseg")
 DEFAULT_LR = {"unet": 1e-3, "segformer": 3e-4, "medflowseg": 1e-4}
 
 
+def check_feedback_temperature(temperature: float) -> None:
+    if not 0.0 < float(temperature) <= 1.0:
+        raise InputError("--feedback-temperature", "a temperature lambda in (0, 1] (free-lunch Eq. 8)", str(temperature))
+
+
 @dataclass
 class DownstreamConfig(DictConfig):
     """Train ``model`` on ``train`` (+ ``synthetic``) and score it on every folder of ``test``.
@@ -104,8 +109,7 @@ class DownstreamConfig(DictConfig):
     def _validate_feedback(self) -> None:
         if isinstance(self.w_feedback, bool) or not isinstance(self.w_feedback, (int, float)) or self.w_feedback < 0:
             raise InputError("--w-feedback", "a non-negative weight (0 = no Generative Feedback)", repr(self.w_feedback))
-        if not 0.0 < float(self.feedback_temperature) <= 1.0:
-            raise InputError("--feedback-temperature", "a temperature lambda in (0, 1] (free-lunch Eq. 8)", str(self.feedback_temperature))
+        check_feedback_temperature(self.feedback_temperature)
         if self.w_feedback > 0:
             if not self.feedback_generator:
                 raise InputError("--feedback-generator", "a trained generator (run or generator folder) when --w-feedback > 0", "nothing")

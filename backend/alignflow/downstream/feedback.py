@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import InputError
 from ..training.alignment_regularization import predicted_noise
 from ..training.flow_matching import interpolate
+from .config import check_feedback_temperature
 
 
 def soft_mask_image(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -46,8 +47,7 @@ class GenerativeFeedback(nn.Module):
     def __init__(self, generator: Any, temperature: float = 1.0):
         """``generator``: a ``generation.LoadedGenerator`` (frozen, eval mode)."""
         super().__init__()
-        if not 0.0 < float(temperature) <= 1.0:
-            raise InputError("--feedback-temperature", "a temperature lambda in (0, 1] (free-lunch Eq. 8)", str(temperature))
+        check_feedback_temperature(temperature)
         self.model = generator.model.eval().requires_grad_(False)
         self.codec = generator.codec.eval().requires_grad_(False)
         self.temperature = float(temperature)

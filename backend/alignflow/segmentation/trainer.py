@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -82,15 +82,20 @@ def save_segmenter(folder: Path, model: MedFlowSeg, info: dict[str, Any]) -> Pat
     return save_model_folder(folder, model, model.config.to_dict(), {"model": MODEL_KIND, **info}, SEGMENTER_CONFIG_FILE)
 
 
-def read_segmenter(folder: Path) -> tuple[MedFlowSeg, dict[str, Any], Path]:
-    """The model an exported segmenter folder (or a run folder holding ``segmenter/``) holds, its provenance and the
-    folder it was read from; weights via safetensors only. The model is on the CPU, in training mode."""
+class ExportedSegmenter(NamedTuple):
+    model: MedFlowSeg  # on the CPU, in training mode
+    info: dict[str, Any]  # provenance (steps, source, ...)
+    folder: Path  # the segmenter folder it was read from
+
+
+def read_segmenter(folder: Path) -> ExportedSegmenter:
+    """An exported segmenter folder (or a run folder holding ``segmenter/``); weights via safetensors only."""
     values, weights, info, folder = read_model_folder(
         Path(folder), config_file=SEGMENTER_CONFIG_FILE, subfolder=SEGMENTER_DIR,
         expected=f"a trained segmenter folder (with {SEGMENTER_CONFIG_FILE} and {MODEL_FILE}) or a train-segmenter run folder")
     model = MedFlowSeg(MedFlowSegConfig.from_dict(values, where=str(folder / SEGMENTER_CONFIG_FILE)))
     model.load_saved_state_dict(weights, str(folder / MODEL_FILE))
-    return model, info, folder
+    return ExportedSegmenter(model, info, folder)
 
 
 def check_training_tensors(images: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +137,7 @@ class SegmenterTrainer(TrainingRun):
         seed_everything(self.config.seed)
         self.init = read_segmenter(Path(self.config.init)) if self.config.init else None
         self.images, self.masks, num_classes, self.source = self._load_data()
-        model = self.init[0] if self.init else MedFlowSeg(self.config.model_config(num_classes))
+        model = self.init.model if self.init else MedFlowSeg(self.config.model_config(num_classes))
         self.model = TrainingState(model, self.config.ema_decay).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         # The loop calls optimizer.step() itself; the EMA follows every step through the optimizer's post-step hook.
@@ -158,13 +163,13 @@ class SegmenterTrainer(TrainingRun):
 
     def _model_config(self, num_classes: int) -> MedFlowSegConfig:
         """The configuration's model, or with ``init`` the initial segmenter's."""
-        return self.config.model_config(num_classes) if self.init is None else self.init[0].config
+        return self.config.model_config(num_classes) if self.init is None else self.init.model.config
 
     def _classes(self, seen: int, where: str) -> int:
         """The run's class count from the ``seen`` in the data: --num-classes, or with ``init`` the segmenter's."""
         wanted = self.config.num_classes
         if self.init is not None:
-            classes = self.init[0].config.num_classes
+            classes = self.init.model.config.num_classes
             if seen > classes or wanted not in (None, classes):
                 raise InputError(where, f"masks with at most {classes} classes like the segmenter in --init {self.config.init}",
                                  f"{max(seen, wanted or 0)} classes")
@@ -205,7 +210,7 @@ class SegmenterTrainer(TrainingRun):
         info = {"steps": step, "source": self.source, "pairs": int(self.images.shape[0]), "train_seconds": seconds,
                 "train_config": self.config.to_dict()}
         if self.init is not None:
-            info["init"] = {"folder": str(self.init[2]), "steps": self.init[1].get("steps"), "source": self.init[1].get("source")}
+            info["init"] = {"folder": str(self.init.folder), "steps": self.init.info.get("steps"), "source": self.init.info.get("source")}
         return save_segmenter(self.run_dir / SEGMENTER_DIR, self.model.ema_model(), info)
 
 

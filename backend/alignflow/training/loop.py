@@ -57,22 +57,24 @@ WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_C
 RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 
 
-def launched_process_count() -> int:
-    """How many processes a launcher (accelerate launch, torchrun, mpirun) started for this run; 1 without one."""
-    for name in WORLD_SIZE_VARIABLES:
+def _launcher_value(names: tuple[str, ...]) -> int | None:
+    """The first of these environment variables a launcher set, as an integer (None without a launcher)."""
+    for name in names:
         value = os.environ.get(name, "")
         if value.isdigit():
             return int(value)
-    return 1
+    return None
+
+
+def launched_process_count() -> int:
+    """How many processes a launcher (accelerate launch, torchrun, mpirun) started for this run; 1 without one."""
+    count = _launcher_value(WORLD_SIZE_VARIABLES)
+    return 1 if count is None else count
 
 
 def launched_as_main_process() -> bool:
     """Whether this is the launcher's process 0 (or there is no launcher): the one that writes and reports."""
-    for name in RANK_VARIABLES:
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value) == 0
-    return True
+    return _launcher_value(RANK_VARIABLES) in (None, 0)
 
 
 @dataclass
