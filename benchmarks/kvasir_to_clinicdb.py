@@ -28,10 +28,10 @@ import torch
 from alignflow.data import list_images, load_reference_images, mask_to_rgb, read_mask, resize_mask, scan_dataset, split_indices, to_uint8, write_image
 from alignflow.data.references import select_references
 from alignflow.device import resolve_device
-from alignflow.generation import generate_images, load_generator
+from alignflow.generator.config import TrainConfig
+from alignflow.generator.sampling import generate_images, load_generator
+from alignflow.generator.training import train
 from alignflow.metrics.kid import KernelInceptionDistanceTo
-from alignflow.training.config import TrainConfig
-from alignflow.training.trainer import train
 
 SHARED = Path(os.environ.get("ALIGNFLOW_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 

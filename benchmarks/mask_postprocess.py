@@ -30,9 +30,9 @@ from alignflow.data import read_mask, resize_mask, resize_to
 from alignflow.masks.postprocess import (
     PostprocessConfig,
     mask_statistics,
-    raw_invalid_fraction,
     postprocess_mask,
     postprocess_steps,
+    raw_invalid_fraction,
 )
 
 SHARED = Path(os.environ.get("ALIGNFLOW_SHARED", Path(__file__).resolve().parents[2] / "shared"))

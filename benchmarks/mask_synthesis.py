@@ -122,11 +122,11 @@ def evaluate(name: str, space: str, generator_dir: Path, held_out: torch.Tensor,
 def picture(name: str, pictures_by_space: dict[str, dict], out: Path) -> None:
     """Per space: a row of raw samples, one row per post-processing step; then best-of-K rows (real | chosen | all K)."""
     blocks = []
-    for space, pics in pictures_by_space.items():
+    for _space, pics in pictures_by_space.items():
         n = 8
         num_classes = pics["num_classes"]
         rows = [[grey_uint8(r) for r in pics["raw"][:n]]]
-        for k, (step, _) in enumerate(pics["steps"][0]):
+        for k, (_step, _) in enumerate(pics["steps"][0]):
             rows.append([(pics["steps"][i][k][1].astype(np.float32) / (num_classes - 1) * 255).astype(np.uint8) for i in range(n)])
         blocks.append(tile([m for row in rows for m in row], num_classes, n))
         best_rows = []

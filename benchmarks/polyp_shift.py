@@ -25,10 +25,11 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -107,9 +108,9 @@ def _generate(work: Path, params: dict, masks, seed: int):
     """
     import torch
 
-    from alignflow.fidelity.filtering import generate_with_fidelity
     from alignflow.fidelity.segmenter import load_segmenter
-    from alignflow.generation import generate_images, load_generator
+    from alignflow.generator.filtering import generate_with_fidelity
+    from alignflow.generator.sampling import generate_images, load_generator
 
     generator = load_generator(_generator_folder(work, params["generator"]), torch.device("cpu"))
     candidates = params.get("candidates", 1)
@@ -130,8 +131,8 @@ def _write_pairs(out: Path, stems: list[str], images, masks) -> None:
 # ------------------------------------------------------------------------------------------------------------ tasks
 
 def train_stage1(work: Path, params: dict) -> dict:
-    from alignflow.training.config import TrainConfig
-    from alignflow.training.trainer import train
+    from alignflow.generator.config import TrainConfig
+    from alignflow.generator.training import train
 
     config = TrainConfig(out=str(work / params["name"]), generator={"resolution": RESOLUTION}, source=str(_splits(work)["train"]),
                          batch_size=8, device="cpu", seed=0, checkpoint_every=500, preview_every=500, log_every=50, steps=STAGE1_STEPS,
@@ -162,8 +163,8 @@ def advise(work: Path, params: dict) -> dict:
 
 def align(work: Path, params: dict) -> dict:
     """Stage 2 from the stage-1 generator: ``params`` = references spec + variant (or the chosen one) + extras."""
-    from alignflow.training.config import TrainConfig
-    from alignflow.training.trainer import train
+    from alignflow.generator.config import TrainConfig
+    from alignflow.generator.training import train
 
     variant = STAGE2_VARIANTS[params["variant"]] if "variant" in params else _chosen_variant(work)
     extra: dict[str, Any] = {}

@@ -1,11 +1,15 @@
-"""The dict/YAML/JSON round trip every engine config dataclass shares."""
+"""Config files and the dict/YAML/JSON round trip every engine config dataclass shares."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import check_known_keys
+import yaml
+
+from alignflow.errors import InputError, check_known_keys
 
 
 class DictConfig:
@@ -25,3 +29,20 @@ class DictConfig:
         if cls.validate_on_load:
             config.validate()  # type: ignore[attr-defined]
         return config
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML or JSON mapping of options; keys use the same names as the CLI flags (with underscores)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "a YAML or JSON config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise InputError(path, "valid YAML or JSON", str(error).splitlines()[0]) from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise InputError(path, "a mapping of option names to values", type(values).__name__)
+    return {key.replace("-", "_"): value for key, value in values.items()}

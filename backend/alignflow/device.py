@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from .errors import InputError
+from alignflow.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_open
+from alignflow.atomic import atomic_open
 
 
 def new_figure(**kwargs: Any) -> Any:

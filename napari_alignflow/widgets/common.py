@@ -14,9 +14,9 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QCoreApplication, QObject, QThreadPool, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget
 from skimage.color import gray2rgb
-from superqt.utils import thread_worker
 from skimage.exposure import rescale_intensity
 from skimage.util import img_as_ubyte
+from superqt.utils import thread_worker
 
 from alignflow.errors import InputError
 
@@ -91,7 +91,7 @@ class LayerChoice(QComboBox):
         self.reset_choices()
 
     def candidates(self) -> list[Layer]:
-        return [l for l in self.viewer.layers if isinstance(l, self.layer_type) and (self.accept is None or self.accept(l))]
+        return [layer for layer in self.viewer.layers if isinstance(layer, self.layer_type) and (self.accept is None or self.accept(layer))]
 
     def reset_choices(self, *_: Any) -> None:
         current = self.currentText()

@@ -29,7 +29,7 @@ def export(out: str, real: str | None, synthetic: list[str], export_format: str,
 
     written = [0]
 
-    def progress(done: int, total: int) -> None:
+    def progress(stage: str, done: int, total: int) -> None:
         written[0] = done
         emit((done, total))
 

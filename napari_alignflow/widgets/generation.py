@@ -76,30 +76,25 @@ def class_ids(mask: np.ndarray, num_classes: int, where: str) -> np.ndarray:
 def generate_pairs(folder: str, stems: list[str], masks: list[np.ndarray], steps: int, guidance: float, seed: int,
                    device: str, out: Path, emit: Callable[[Any], None]) -> GeneratedPairs:
     """Images for ``masks`` (off the UI thread); image i is seeded with ``seed + i``. Writes ``out/pairs``."""
-    import torch
-
-    from alignflow.augment import generation_provenance, write_synthetic_pairs
-    from alignflow.data import resize_mask, resize_to, to_uint8, write_mask
+    from alignflow.data import resize_to, to_uint8, write_mask
     from alignflow.device import resolve_device
-    from alignflow.generation import generate_images, load_generator
+    from alignflow.generator import pairs
+    from alignflow.generator.sampling import load_generator
 
     started = time.perf_counter()
     generator = load_generator(folder, resolve_device(device))
     config = generator.config
     masks = [class_ids(mask, config.num_classes, f"mask {stem!r}") for stem, mask in zip(stems, masks)]
-    batch = torch.from_numpy(np.stack([resize_mask(mask, config.resolution) for mask in masks])).long()
-    seeds = [seed + i for i in range(len(masks))]
-    emit((0, len(masks)))
-    images = generate_images(generator, batch, seeds=seeds, num_steps=steps, guidance_scale=guidance,
-                             on_batch=lambda done, total: emit((done, total)))
     # The masks as used, beside the pairs: each manifest row names its source mask file.
     mask_files = [out / "source_masks" / f"{stem}.png" for stem in stems]
     for file, mask in zip(mask_files, masks):
         write_mask(file, mask, binary_as_255=int(mask.max()) <= 1)
-    pairs = write_synthetic_pairs(out / "pairs", stems, images, mask_files, seeds,
-                                  generation_provenance(generator, guidance, steps))
+    emit((0, len(masks)))
+    written = pairs.generate_pairs(generator, mask_files, out / "pairs", stems=stems, seed=seed, num_steps=steps,
+                                   guidance_scale=guidance, on_progress=lambda _, done, total: emit((done, total)))
+    images = written.images
     pictures = [resize_to(to_uint8(image), mask.shape, kind="image") for image, mask in zip(images, masks)]
-    return GeneratedPairs(stems, pictures, masks, pairs, time.perf_counter() - started)
+    return GeneratedPairs(stems, pictures, masks, written.folder, time.perf_counter() - started)
 
 
 def safe_stems(names: list[str]) -> list[str]:

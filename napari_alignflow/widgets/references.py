@@ -142,7 +142,7 @@ class ReferencesWidget(QWidget):
     # ------------------------------------------------------------------ editing the list
     def add_layers(self, layers: Sequence[Image] | None = None) -> int:
         """Add every 2-D image of ``layers`` (default: the selected image layers); returns how many were added."""
-        chosen = [l for l in (self.viewer.layers.selection if layers is None else layers) if isinstance(l, Image)]
+        chosen = [layer for layer in (self.viewer.layers.selection if layers is None else layers) if isinstance(layer, Image)]
         added = [Reference(name, image) for layer in chosen for name, image in image_slices(layer)]
         self._extend(added)
         return len(added)
@@ -187,8 +187,8 @@ class ReferencesWidget(QWidget):
     # ------------------------------------------------------------------ the advisor
     def suggest(self) -> Any:
         """Run the advisor on the selected (or all) image layers in a worker; returns the worker."""
-        layers = [l for l in self.viewer.layers.selection if isinstance(l, Image)] or \
-                 [l for l in self.viewer.layers if isinstance(l, Image)]
+        layers = [layer for layer in self.viewer.layers.selection if isinstance(layer, Image)] or \
+                 [layer for layer in self.viewer.layers if isinstance(layer, Image)]
         candidates = [pair for layer in layers for pair in image_slices(layer)]
         names = [name for name, _ in candidates]
         self.suggest_button.setEnabled(False)

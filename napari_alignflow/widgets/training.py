@@ -17,8 +17,8 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
+from alignflow.config import read_config_file
 from alignflow.errors import InputError
-from alignflow.training.config import read_config_file
 
 from ..runners import REMOTE, RUN_LOCATIONS, Poll, make_runner
 from ..runners import poll as poll_job

@@ -54,8 +54,8 @@ TINY_SEGMENTER = {"channels": [8, 8, 16, 16], "res_blocks": 1, "time_embed_dim":
 @pytest.fixture(scope="session")
 def image_generator(tmp_path_factory, kvasir_small) -> Path:
     """A stage-1 image generator (32 px) trained for 2 steps on real Kvasir pairs; returns its run folder."""
-    from alignflow.training.config import TrainConfig
-    from alignflow.training.trainer import train
+    from alignflow.generator.config import TrainConfig
+    from alignflow.generator.training import train
 
     out = tmp_path_factory.mktemp("generator") / "run"
     train(TrainConfig(source=str(kvasir_small), out=str(out), steps=2, batch_size=2, device="cpu",

@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..models.feature_encoders import DEFAULT_ENCODER, build_feature_encoder
-from .features import Features, Image, Progress, extract_features, image_files
-from .selection import (
+from alignflow.advisor.features import Features, Image, extract_features, image_files
+from alignflow.advisor.report import write_report
+from alignflow.advisor.selection import (
     MIN_IMAGES,
     OUTLIER_Z,
     SMALL_SHIFT_FACTOR,
@@ -37,6 +36,9 @@ from .selection import (
     random_subset_curve,
     shift_verdict,
 )
+from alignflow.errors import InputError
+from alignflow.models.feature_encoders import DEFAULT_ENCODER, build_feature_encoder
+from alignflow.progress import ProgressCallback
 
 Images = Path | str | Sequence[Path | str] | Sequence[np.ndarray]
 
@@ -116,7 +118,7 @@ def advise_references(
     device: torch.device | str = "cpu",
     cache_dir: Path | str | None = None,
     use_cache: bool = True,
-    on_progress: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Advice:
     """Advise which ``k`` target images to use as stage-2 references; with ``source``, say whether to align at all.
 
@@ -184,8 +186,6 @@ def advise_references(
     )
     advice.seconds["total"] = round(time.perf_counter() - started, 2)  # before the report, so the JSON has it
     if out is not None:
-        from .report import write_report
-
         progress("report", 0, 1)
         write_report(advice, targets, Path(out))
         progress("report", 1, 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
 
@@ -29,18 +28,18 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
 
 
 def _run_advise_references(args: argparse.Namespace) -> int:
-    from ..cli import _options
-    from ..device import resolve_device
-    from ..errors import InputError
-    from .advise import advise_references
-    from .report import REPORT_FILE, format_summary
+    from alignflow.advisor.advise import advise_references
+    from alignflow.advisor.report import REPORT_FILE, format_summary
+    from alignflow.cli_helpers import TerminalProgress, read_options
+    from alignflow.device import resolve_device
+    from alignflow.errors import InputError
 
-    values = _options(args)
+    values = read_options(args)
     if values.get("precision", "fp32") != "fp32":
         raise InputError("--precision", "fp32 (stage 2 computes reference features in fp32, and the cache holds those)",
                          values["precision"])
     out = values.get("out", "reference_advice")
-    bars = _ProgressBars()
+    bars = TerminalProgress()
     try:
         advice = advise_references(
             values["target"], values.get("k", 10), source=values.get("source"), out=out,
@@ -48,33 +47,10 @@ def _run_advise_references(args: argparse.Namespace) -> int:
             num_outliers=values.get("outliers", 8), draws=values.get("draws", 200), splits=values.get("splits", 100),
             group_size=values.get("group_size", 1), seed=values.get("seed", 0),
             device=resolve_device(values.get("device", "auto")), use_cache=not values.get("no_cache", False),
-            on_progress=bars,
+            on_progress=bars.progress,
         )
     finally:
         bars.close()  # before any error line, so that line is the last one on stderr
     print(format_summary(advice))
     print(f"written to {out}/: {REPORT_FILE}, " + ", ".join(advice.files[key] for key in ("plot", "thumbnails", "references")))
     return 0
-
-
-class _ProgressBars:
-    """One tqdm bar per stage on stderr."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.stage = ""
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="img" if "features" in stage else "step", file=sys.stderr)
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

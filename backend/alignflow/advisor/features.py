@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import cache_root, list_images, load_reference_images, resize_image, to_tensor
-from ..errors import InputError
-from ..models.feature_encoders import DEFAULT_ENCODER, build_feature_encoder
-from ..training.checkpoint import load_tensors, save_tensors
+from alignflow.data import cache_root, list_images, load_reference_images, resize_image, to_tensor
+from alignflow.errors import InputError
+from alignflow.models.feature_encoders import DEFAULT_ENCODER, build_feature_encoder
+from alignflow.progress import ProgressCallback
+from alignflow.runs.checkpoint import load_tensors, save_tensors
 
 CACHE_VERSION = "v1"  # bump when the preprocessing changes, so stale features are never reused
 ENCODER_BATCH = 16  # AlignmentReward's batch size for reference features
 Image = Path | str | np.ndarray
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -106,7 +106,7 @@ def extract_features(
     cache_dir: Path | str | None = None,
     use_cache: bool = True,
     names: Sequence[str] | None = None,
-    on_progress: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Features:
     """Reward features of image files or uint8 RGB arrays; cached ones are read, the encoder runs only on the rest.
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image as PILImage
 
-from ..atomic import atomic_write_json, atomic_write_text
-from ..data import read_image
-from ..plotting import save_png
-from .advise import Advice, ImageSet
+from alignflow.atomic import atomic_write_json, atomic_write_text
+from alignflow.data import read_image
+from alignflow.plotting import save_png
+
+if TYPE_CHECKING:  # annotations only: advise.py writes its report through this module
+    from alignflow.advisor.advise import Advice, ImageSet
 
 REPORT_FILE = "advice.json"
 CURVE_FILE = "k_curve.png"

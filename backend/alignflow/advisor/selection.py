@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..rewards import mmd_unbiased, polynomial_kernel
+from alignflow.errors import InputError
+from alignflow.rewards import mmd_unbiased, polynomial_kernel
 
 QUANTILES = (0.1, 0.5, 0.9)  # the band shown for random subsets and for the noise floor
 SMALL_SHIFT_FACTOR = 10.0  # a shift up to this many noise floors is "small"

@@ -1,66 +1,14 @@
 """Data layer: image/mask I/O, dataset scanning and loading, reference selection and the bundled phantom sample."""
 
-from alignflow.data.dataset import (
-    DatasetError,
-    Pair,
-    SegmentationFolder,
-    load_masks,
-    load_pairs,
-    mask_to_rgb,
-    one_hot,
-    random_flips,
-    rgb_to_mask,
-    scan_dataset,
-    split_indices,
-)
-from alignflow.data.io import (
-    IMAGE_SUFFIXES,
-    list_images,
-    mask_values_to_ids,
-    read_image,
-    read_mask,
-    read_size,
-    resize_image,
-    resize_mask,
-    resize_to,
-    to_tensor,
-    to_uint8,
-    write_image,
-    write_mask,
-)
-from alignflow.data.phantom import ScannerShift, apply_scanner_shift, cache_root, make_phantom, phantom_dir
-from alignflow.data.references import load_reference_images, select_references
+# Lazy (SPEC 1): importing a submodule, e.g. the CLI's commands module, does not import torch.
+import lazy_loader
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "DatasetError",
-    "Pair",
-    "ScannerShift",
-    "SegmentationFolder",
-    "apply_scanner_shift",
-    "cache_root",
-    "list_images",
-    "load_masks",
-    "load_pairs",
-    "load_reference_images",
-    "make_phantom",
-    "mask_to_rgb",
-    "mask_values_to_ids",
-    "one_hot",
-    "phantom_dir",
-    "read_image",
-    "read_mask",
-    "random_flips",
-    "read_size",
-    "resize_image",
-    "resize_mask",
-    "resize_to",
-    "rgb_to_mask",
-    "scan_dataset",
-    "select_references",
-    "split_indices",
-    "to_tensor",
-    "to_uint8",
-    "write_image",
-    "write_mask",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "dataset": ["DatasetError", "Pair", "SegmentationFolder", "load_masks", "load_pairs", "mask_to_rgb", "one_hot", "random_flips", "rgb_to_mask", "scan_dataset", "split_indices"],
+        "io": ["IMAGE_SUFFIXES", "list_images", "mask_values_to_ids", "read_image", "read_mask", "read_size", "resize_image", "resize_mask", "resize_to", "to_tensor", "to_uint8", "write_image", "write_mask"],
+        "phantom": ["ScannerShift", "apply_scanner_shift", "cache_root", "make_phantom", "phantom_dir"],
+        "references": ["load_reference_images", "select_references"],
+    },
+)

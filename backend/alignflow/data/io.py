@@ -25,8 +25,8 @@ import tifffile
 import torch
 from PIL import Image
 
-from ..atomic import atomic_open
-from ..errors import InputError
+from alignflow.atomic import atomic_open
+from alignflow.errors import InputError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")

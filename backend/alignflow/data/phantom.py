@@ -20,6 +20,7 @@ from scipy.ndimage import gaussian_filter
 
 from alignflow.atomic import atomic_write_json
 from alignflow.data.io import write_image, write_mask
+from alignflow.environment import cache_root
 from alignflow.errors import InputError
 
 PHANTOM_VERSION = 1  # bump when the generator changes, so cached phantoms are rebuilt
@@ -198,16 +199,6 @@ def make_phantom(out_dir: Path | str, n_source: int = 48, n_target: int = 32, si
         shutil.rmtree(build, ignore_errors=True)
     atomic_write_json(out_dir / STAMP_NAME, params)
     return _result(out_dir, params)
-
-
-def cache_root() -> Path:
-    """Per-user cache folder: ``$ALIGNFLOW_CACHE_DIR`` if set, else the platform cache (via pooch)."""
-    override = os.environ.get("ALIGNFLOW_CACHE_DIR")
-    if override:
-        return Path(override).expanduser()
-    import pooch  # imported lazily: only needed when no override is set
-
-    return Path(pooch.os_cache("alignflow"))
 
 
 def phantom_dir() -> Path:

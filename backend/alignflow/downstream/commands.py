@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import InputError
+from alignflow.errors import InputError
 
 
 def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -69,11 +69,11 @@ def format_results(results: dict[str, Any]) -> str:
 def _run_evaluate_segmentation(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..cli import _options, run_with_progress
-    from .config import DownstreamConfig
-    from .evaluate import RESULTS_FILE, evaluate_segmentation
+    from alignflow.cli_helpers import read_options, run_with_progress
+    from alignflow.downstream.config import DownstreamConfig
+    from alignflow.downstream.evaluate import RESULTS_FILE, evaluate_segmentation
 
-    values = _options(args, drop=("resume",))
+    values = read_options(args, drop=("resume",))
     if "test" in values:
         values["test"] = parse_test_sets(values["test"])
     config = DownstreamConfig.from_dict(values)

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from ..config import DictConfig
-from ..device import autocast
-from ..errors import InputError
+from alignflow.config import DictConfig
+from alignflow.device import autocast
+from alignflow.errors import InputError
 
 MODELS = ("unet", "segformer", "medflowseg")
 # Learning rates when ``lr`` is not given: the evaluator's for the UNet, a from-scratch transformer's for SegFormer,

@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_write_json
-from ..data import SegmentationFolder, load_pairs, scan_dataset, write_mask
-from ..device import autocast, resolve_device
-from ..errors import InputError, check_known_keys
-from ..training.events import EventLog, Listener
-from .config import DownstreamConfig
-from .metrics import score_segmentations, summarize_scores
-from .models import load_model
-from .training import DownstreamTrainer, TrainingPairs
+from alignflow.atomic import atomic_write_json
+from alignflow.data import SegmentationFolder, load_pairs, scan_dataset, write_mask
+from alignflow.device import autocast, resolve_device
+from alignflow.downstream.config import DownstreamConfig
+from alignflow.downstream.metrics import score_segmentations, summarize_scores
+from alignflow.downstream.models import load_model
+from alignflow.downstream.training import DownstreamTrainer, TrainingPairs
+from alignflow.errors import InputError, check_known_keys
+from alignflow.runs.events import EventLog, Listener
 
 RESULTS_FILE = "results.json"
 SPLITS_FILE = "splits.json"
@@ -179,9 +179,9 @@ def medflowseg_training_pairs(pairs: TrainingPairs, share: float | None, seed: i
 def _train_medflowseg(config: DownstreamConfig, pairs: TrainingPairs, listeners: list[Listener] | None, resume: bool) -> tuple[Predictor, Path]:
     """MedFlowSeg's own trainer (``alignflow.segmentation``) in OUT, on the pool of :func:`medflowseg_training_pairs`;
     test images are segmented with an ensemble fused by STAPLE (``model_options``: num_samples, num_steps, fusion)."""
-    from ..segmentation.config import SegmenterTrainConfig
-    from ..segmentation.inference import load_segmenter, segment_images
-    from ..segmentation.trainer import train_segmenter
+    from alignflow.segmentation.config import SegmenterTrainConfig
+    from alignflow.segmentation.inference import load_segmenter, segment_images
+    from alignflow.segmentation.trainer import train_segmenter
 
     options = dict(config.model_options)
     check_known_keys(options, MEDFLOWSEG_TRAINING | set(MEDFLOWSEG_SAMPLING), "model_options")

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from ..training.alignment_regularization import predicted_noise
-from ..training.flow_matching import interpolate
-from .config import check_feedback_temperature
+from alignflow.downstream.config import check_feedback_temperature
+from alignflow.errors import InputError
+from alignflow.flow_matching import interpolate
+from alignflow.generator.alignment_regularization import predicted_noise
 
 
 def soft_mask_image(logits: torch.Tensor, temperature: float) -> torch.Tensor:

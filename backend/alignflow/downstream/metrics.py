@@ -39,7 +39,7 @@ def score_segmentations(predicted: torch.Tensor, truth: torch.Tensor, num_classe
     """Scores of class-id maps ``predicted`` and ``truth`` [N, H, W] (see the module docstring for the conventions)."""
     from monai.metrics import compute_hausdorff_distance
 
-    from ..fidelity.metric import class_overlap, one_hot_maps
+    from alignflow.fidelity.metric import class_overlap, one_hot_maps
 
     if predicted.shape != truth.shape or predicted.ndim != 3:
         raise ValueError(f"predicted and truth must both be [N, H, W]; got {tuple(predicted.shape)} and {tuple(truth.shape)}")

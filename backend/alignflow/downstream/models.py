@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DictConfig
-from ..errors import InputError
-from ..fidelity.segmenter import ROLE_DEFAULTS, Segmenter, SegmenterConfig
-from ..training.checkpoint import MODEL_FILE, read_model_folder, save_model_folder
+from alignflow.config import DictConfig
+from alignflow.errors import InputError
+from alignflow.fidelity.segmenter import ROLE_DEFAULTS, Segmenter, SegmenterConfig
+from alignflow.runs.checkpoint import MODEL_FILE, load_state_dict_strict, read_model_folder, save_model_folder
 
 MODEL_DIR = "model"
 MODEL_CONFIG_FILE = "segmenter.json"
@@ -85,11 +85,8 @@ class SegformerSegmenter(nn.Module):
         return self.state_dict()
 
     def load_saved_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-        expected = self.state_dict()
-        if set(state) != set(expected) or any(expected[key].shape != state[key].shape for key in expected):
-            raise InputError(where, f"weights of a SegFormer with hidden sizes {self.config.hidden_sizes} and "
-                                    f"{self.config.num_classes} classes", "other tensor names or shapes")
-        self.load_state_dict(state)
+        load_state_dict_strict(self, state, where, f"weights of a SegFormer with hidden sizes {self.config.hidden_sizes} and "
+                                                   f"{self.config.num_classes} classes")
 
 
 DownstreamModel = Segmenter | SegformerSegmenter

@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from ..data import random_flips
-from ..device import autocast
-from ..fidelity.training import EvaluatorTrainer
-from ..training.events import Listener
-from ..training.loop import TrainingRun, seed_everything
-from .config import DownstreamConfig
-from .feedback import GenerativeFeedback
-from .models import MODEL_DIR, build_model, save_model
+from alignflow.data import random_flips
+from alignflow.device import autocast
+from alignflow.downstream.config import DownstreamConfig
+from alignflow.downstream.feedback import GenerativeFeedback
+from alignflow.downstream.models import MODEL_DIR, build_model, save_model
+from alignflow.fidelity.training import EvaluatorTrainer
+from alignflow.runs.events import Listener
+from alignflow.runs.loop import TrainingRun, seed_everything
 
 
 @dataclass
@@ -109,7 +109,7 @@ class DownstreamTrainer(TrainingRun):
         self.feedback = self._feedback(config) if config.feedback else None
 
     def _feedback(self, config: DownstreamConfig) -> GenerativeFeedback:
-        from ..generation import load_generator
+        from alignflow.generator.sampling import load_generator
 
         feedback = GenerativeFeedback(load_generator(Path(config.feedback_generator), self.device), config.feedback_temperature)
         feedback.check_compatible(config.resolution, self.pairs.num_classes, "--feedback-generator")

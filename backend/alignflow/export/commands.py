@@ -23,33 +23,24 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from alignflow.cli_helpers import TerminalProgress, read_options
+    from alignflow.errors import InputError
+    from alignflow.export.exporter import export_dataset, stale_temporary_folders
 
-    from ..cli import _options
-    from ..errors import InputError
-    from .exporter import export_dataset, stale_temporary_folders
-
-    values = _options(args)
+    values = read_options(args)
     if not values.get("out"):
         raise InputError("alignflow export", "--out (the destination)", "missing")
     for stale in stale_temporary_folders(values["out"]):
         print(f"note: {stale} is left over from an interrupted export; delete it when no export is running",
               file=sys.stderr)
-    bars: list[tqdm] = []  # opened at the first sample, so input errors are not preceded by an empty bar
-
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, desc="export", unit="pair", dynamic_ncols=True))
-        bars[0].update(done - bars[0].n)
-
+    bars = TerminalProgress()  # a bar opens at the first sample, so input errors are not preceded by an empty bar
     try:
         out = export_dataset(
             values["out"], real=values.get("real"), synthetic=values.get("synthetic") or (),
             export_format=values.get("format", "nnunet"), overwrite=bool(values.get("overwrite", False)),
-            label_names=values.get("labels"), name=values.get("name"), on_progress=progress,
+            label_names=values.get("labels"), name=values.get("name"), on_progress=bars.progress,
         )
     finally:
-        for bar in bars:
-            bar.close()
-    print(f"{bars[0].n if bars else 0} pairs exported to {out} (provenance in {out / 'manifest.json'})")
+        bars.close()
+    print(f"{bars.done.get('export', 0)} pairs exported to {out} (provenance in {out / 'manifest.json'})")
     return 0

@@ -6,21 +6,21 @@ complete, so an interrupted or killed export leaves any previous dataset at the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..atomic import atomic_directory, atomic_write_json
-from ..data import read_image, read_mask
-from ..errors import InputError
-from .folders import FoldersWriter
-from .labels import LabelMap
-from .manifest import MANIFEST_FILE, manifest, sample_row
-from .nnunet import NnUNetWriter, check_dataset_folder_name
-from .ome_zarr import OmeZarrWriter
-from .samples import collect_samples
+from alignflow.atomic import atomic_directory, atomic_write_json
+from alignflow.data import read_image, read_mask
+from alignflow.errors import InputError
+from alignflow.export.folders import FoldersWriter
+from alignflow.export.labels import LabelMap
+from alignflow.export.manifest import MANIFEST_FILE, manifest, sample_row
+from alignflow.export.nnunet import NnUNetWriter, check_dataset_folder_name
+from alignflow.export.ome_zarr import OmeZarrWriter
+from alignflow.export.samples import collect_samples
+from alignflow.progress import ProgressCallback, report_progress
 
 FORMATS = {"nnunet": NnUNetWriter, "folders": FoldersWriter, "ome-zarr": OmeZarrWriter}
-Progress = Callable[[int, int], None]
 
 
 def _check_destination(out: Path, inputs: list[Path], overwrite: bool) -> None:
@@ -51,13 +51,13 @@ def export_dataset(
     overwrite: bool = False,
     label_names: Sequence[str] | None = None,
     name: str | None = None,
-    on_progress: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Path:
     """Export real pairs (a dataset folder) and/or generated pairs (folders written by ``write_synthetic_pairs``).
 
     ``export_format``: ``nnunet`` (``out`` must be named ``DatasetXXX_Name``; adds a MONAI ``datalist.json``),
     ``folders`` (``images/`` + ``masks/``) or ``ome-zarr``. Every format gets ``manifest.json``: one row per sample.
-    Class ids become consecutive 0..K; ``label_names`` names them (background first). ``on_progress(done, total)``
+    Class ids become consecutive 0..K; ``label_names`` names them (background first). ``on_progress("export", done, total)``
     is called after each sample. Returns ``out``.
     """
     out = Path(out)
@@ -79,8 +79,7 @@ def export_dataset(
             image, mask = read_image(sample.image), read_mask(sample.mask)
             files = writer.write_case(sample.case, image, labels.apply(mask))
             rows.append(sample_row(sample, files, labels))
-            if on_progress is not None:
-                on_progress(done, total)
+            report_progress(on_progress, "export", done, total)
         writer.finish([sample.case for sample in sources.samples])
         atomic_write_json(tmp / MANIFEST_FILE, manifest(rows, labels, export_format, name))
     return out

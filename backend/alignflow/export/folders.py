@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_json
-from ..data import write_image, write_mask
-from .labels import LabelMap
+from alignflow.atomic import atomic_write_json
+from alignflow.data import write_image, write_mask
+from alignflow.export.labels import LabelMap
 
 
 class FoldersWriter:

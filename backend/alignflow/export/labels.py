@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from alignflow.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..training.checkpoint import GENERATOR_CONFIG_FILE, MODEL_FILE
-from ..weights import file_sha256  # cached by (path, mtime, size): one hash per generator, not per row
-from .labels import LabelMap
-from .samples import REAL, ExportSample
+from alignflow import __version__
+from alignflow.export.labels import LabelMap
+from alignflow.export.samples import REAL, ExportSample
+from alignflow.runs.checkpoint import GENERATOR_CONFIG_FILE, MODEL_FILE
+from alignflow.weights import file_sha256  # cached by (path, mtime, size): one hash per generator, not per row
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_json
-from ..data import write_image, write_mask
-from ..errors import InputError
-from .labels import LabelMap
+from alignflow.atomic import atomic_write_json
+from alignflow.data import write_image, write_mask
+from alignflow.errors import InputError
+from alignflow.export.labels import LabelMap
 
 DATASET_NAME = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_-]+)$")
 FILE_ENDING = ".png"

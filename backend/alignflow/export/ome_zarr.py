@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import LabelMap
+from alignflow.export.labels import LabelMap
 
 NGFF_VERSION = "0.5"
 LABEL_NAME = "mask"

@@ -1,7 +1,7 @@
 """What goes into an export: real pairs and generated pairs, each with a unique case name and its provenance.
 
 Real pairs come from a dataset folder (``images/`` + ``masks/``); generated pairs from a folder written by
-:func:`alignflow.augment.write_synthetic_pairs` (the same layout plus ``manifest.json``, one row per pair), whose rows
+:func:`alignflow.generator.pairs.write_synthetic_pairs` (the same layout plus ``manifest.json``, one row per pair), whose rows
 say how each image was made. Every input is checked before anything is written.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import scan_dataset
-from ..errors import InputError
+from alignflow.data import scan_dataset
+from alignflow.errors import InputError
 
 SYNTHETIC_MANIFEST = "manifest.json"
 REAL, SYNTHETIC = "real", "synthetic"

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ..cli import add_training_flags
+from alignflow.cli_helpers import add_training_flags
 
 
 def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -26,10 +26,10 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
 
 
 def _run_train_evaluator(args: argparse.Namespace) -> int:
-    from ..cli import _options, run_with_progress
-    from .training import EvaluatorTrainConfig, train_evaluator
+    from alignflow.cli_helpers import read_options, run_with_progress
+    from alignflow.fidelity.training import EvaluatorTrainConfig, train_evaluator
 
-    values = _options(args, drop=("resume",))
+    values = read_options(args, drop=("resume",))
     if "resolution" in values:
         values.setdefault("model", {})["resolution"] = values.pop("resolution")
     config = EvaluatorTrainConfig.from_dict(values)

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data import list_images, load_masks, load_pairs, load_reference_images, scan_dataset
-from ..errors import InputError
-from .segmenter import LoadedSegmenter, Segmenter, load_segmenter
+from alignflow.data import list_images, load_masks, load_pairs, load_reference_images, scan_dataset
+from alignflow.errors import InputError
+from alignflow.fidelity.segmenter import LoadedSegmenter, Segmenter, load_segmenter
 
 
 @dataclass

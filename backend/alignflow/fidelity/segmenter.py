@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import DictConfig
-from ..errors import InputError
-from ..training.checkpoint import MODEL_FILE, read_model_folder, save_model_folder
+from alignflow.config import DictConfig
+from alignflow.errors import InputError
+from alignflow.runs.checkpoint import MODEL_FILE, load_state_dict_strict, read_model_folder, save_model_folder
 
 SEGMENTER_DIR = "segmenter"
 SEGMENTER_CONFIG_FILE = "segmenter.json"
@@ -94,16 +94,8 @@ class Segmenter(nn.Module):
 
     def load_saved_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
         """Strict loading; a checkpoint of another architecture or size is an InputError naming ``where``."""
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        mismatched = [key for key in set(expected) & set(state) if expected[key].shape != state[key].shape]
-        if missing or unexpected or mismatched:
-            raise InputError(where, f"weights of the segmenter in its config ({self.config.architecture}, channels "
-                                    f"{self.config.channels}, {self.config.num_classes} classes)",
-                             f"{len(missing)} missing, {len(unexpected)} unexpected and {len(mismatched)} mis-shaped "
-                             f"tensors (first: {(missing + unexpected + sorted(mismatched))[:3]})")
-        self.load_state_dict(state)
+        load_state_dict_strict(self, state, where, f"weights of the segmenter in its config ({self.config.architecture}, channels "
+                                                   f"{self.config.channels}, {self.config.num_classes} classes)")
 
 
 @dataclass

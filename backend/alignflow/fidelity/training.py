@@ -20,14 +20,14 @@ from typing import Any
 
 import torch
 
-from ..data import load_pairs, mask_to_rgb, random_flips, scan_dataset, split_indices, to_uint8, write_image
-from ..device import autocast
-from ..config import DictConfig
-from ..errors import InputError
-from ..training.events import Listener
-from ..training.loop import TrainingRun, seed_everything
-from .photometric import augment_photometric, photometric_transform
-from .segmenter import ROLE_DEFAULTS, ROLES, SEGMENTER_DIR, Segmenter, SegmenterConfig, save_segmenter
+from alignflow.config import DictConfig
+from alignflow.data import load_pairs, mask_to_rgb, random_flips, scan_dataset, split_indices, to_uint8, write_image
+from alignflow.device import autocast
+from alignflow.errors import InputError
+from alignflow.fidelity.photometric import augment_photometric, photometric_transform
+from alignflow.fidelity.segmenter import ROLE_DEFAULTS, ROLES, SEGMENTER_DIR, Segmenter, SegmenterConfig, save_segmenter
+from alignflow.runs.events import Listener
+from alignflow.runs.loop import TrainingRun, seed_everything
 
 HALVES = ("auto", "all", "first", "second")
 HALF_SPLIT_SEED = 0  # fixed, not the run's seed: runs with different seeds must still get disjoint halves

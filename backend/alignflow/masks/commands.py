@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ..cli import add_training_flags
+from alignflow.cli_helpers import add_training_flags, read_options
 
 # CLI flag (dest) -> PostprocessConfig field
 POSTPROCESS_FLAGS = {"threshold": "threshold", "blur_sigma": "sigma", "opening_radius": "opening_radius",
@@ -42,17 +42,11 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
     masks.set_defaults(handler=_run_masks)
 
 
-def _options(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    from ..cli import _options as cli_options
-
-    return cli_options(args, drop)
-
-
 def _run_train_masks(args: argparse.Namespace) -> int:
-    from ..cli import run_with_progress
-    from .training import MaskTrainConfig, train_mask_generator
+    from alignflow.cli_helpers import run_with_progress
+    from alignflow.masks.training import MaskTrainConfig, train_mask_generator
 
-    values = _options(args, drop=("resume",))
+    values = read_options(args, drop=("resume",))
     generator = values.setdefault("generator", {})
     for name in ("space", "resolution"):
         if name in values:
@@ -63,10 +57,10 @@ def _run_train_masks(args: argparse.Namespace) -> int:
 
 
 def _run_masks(args: argparse.Namespace) -> int:
-    from ..cli import run_with_progress
-    from .synthesis import MaskSynthesisConfig, synthesize_masks
+    from alignflow.cli_helpers import run_with_progress
+    from alignflow.masks.synthesis import MaskSynthesisConfig, synthesize_masks
 
-    values = _options(args)
+    values = read_options(args)
     postprocess = values.setdefault("postprocess", {})
     for flag, name in POSTPROCESS_FLAGS.items():
         if flag in values:

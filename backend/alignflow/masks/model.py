@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from diffusers import SD3Transformer2DModel
 from torch import nn
 
-from ..data import mask_to_rgb
-from ..config import DictConfig
-from ..errors import InputError
+from alignflow.config import DictConfig
+from alignflow.data import mask_to_rgb
+from alignflow.errors import InputError
+from alignflow.runs.checkpoint import load_state_dict_strict
 
 LATENT_DOWNSAMPLING = 8  # TAEF2: 8x8 pixels per latent
 
@@ -131,9 +132,7 @@ class MaskGenerator(nn.Module):
         return self.state_dict()
 
     def load_saved_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise InputError(where, "weights matching the mask generator config", f"{len(missing)} missing and {len(unexpected)} unexpected tensors (first: {(missing + unexpected)[:3]})")
+        load_state_dict_strict(self, state, where, "weights matching the mask generator config")
 
 
 class MaskCodec(nn.Module):
@@ -176,7 +175,7 @@ class MaskCodec(nn.Module):
 def build_mask_codec(config: MaskGeneratorConfig, device: torch.device, autoencoder: nn.Module | None = None) -> MaskCodec:
     """The codec of the config's space; latent space loads the frozen TAEF2 autoencoder."""
     if config.space == "latent" and autoencoder is None:
-        from ..models.autoencoder import TinyAutoencoder
+        from alignflow.models.autoencoder import TinyAutoencoder
 
         autoencoder = TinyAutoencoder.from_pretrained()
     return MaskCodec(config, autoencoder if config.space == "latent" else None).to(device)

@@ -43,9 +43,9 @@ import skimage.filters
 import skimage.measure
 import skimage.morphology
 
-from ..config import DictConfig
-from ..errors import InputError
-from . import morphology
+from alignflow.config import DictConfig
+from alignflow.errors import InputError
+from alignflow.masks import morphology
 
 STEP_NAMES: tuple[str, ...] = ("threshold", "blur", "opening", "closing", "min_area", "fill_holes")
 IMPLEMENTATIONS: tuple[str, ...] = ("fast", "scikit-image")

@@ -18,18 +18,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..atomic import atomic_directory, atomic_write_json
-from ..data import list_images, load_masks, mask_to_rgb, scan_dataset, write_mask
-from ..device import autocast, resolve_device
-from ..config import DictConfig
-from ..errors import InputError
-from ..generation import sample_noise
-from ..training.checkpoint import read_generator_folder
-from ..training.events import EventLog, Listener
-from ..training.flow_matching import euler_sample, interpolate
-from .model import MaskCodec, MaskGenerator, MaskGeneratorConfig, build_mask_codec
-from .postprocess import PostprocessConfig, postprocess_masks
-from .training import MODEL_KIND
+from alignflow.atomic import atomic_directory, atomic_write_json
+from alignflow.config import DictConfig
+from alignflow.data import list_images, load_masks, mask_to_rgb, scan_dataset, write_mask
+from alignflow.device import autocast, resolve_device
+from alignflow.errors import InputError
+from alignflow.flow_matching import euler_sample, interpolate, sample_noise
+from alignflow.masks.model import MaskCodec, MaskGenerator, MaskGeneratorConfig, build_mask_codec
+from alignflow.masks.postprocess import PostprocessConfig, postprocess_masks
+from alignflow.masks.training import MODEL_KIND
+from alignflow.runs.checkpoint import read_generator_folder
+from alignflow.runs.events import EventLog, Listener
 
 
 @dataclass
@@ -170,7 +169,7 @@ def _upsampled(raw: torch.Tensor, size: int) -> torch.Tensor:
 def synthesize_masks(config: MaskSynthesisConfig, listeners: list[Listener] | None = None) -> dict[str, Any]:
     """Engine API of ``alignflow masks``: writes ``out/masks/*.png``, ``manifest.json``, ``report.json`` and
     ``events.jsonl``; returns the report."""
-    from ..models.feature_encoders import build_feature_encoder
+    from alignflow.models.feature_encoders import build_feature_encoder
 
     config.validate()
     started = time.perf_counter()

@@ -14,17 +14,17 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write_json
-from ..data import load_masks, scan_dataset, to_uint8, write_image
-from ..device import autocast
-from ..config import DictConfig
-from ..errors import InputError
-from ..models.latent_codec import channel_statistics
-from ..training.checkpoint import load_tensors, save_generator, save_tensors
-from ..training.events import Listener
-from ..training.flow_matching import denoising_loss, euler_sample
-from ..training.loop import TrainingRun, seed_everything
-from .model import MaskCodec, MaskGenerator, MaskGeneratorConfig, build_mask_codec
+from alignflow.atomic import atomic_write_json
+from alignflow.config import DictConfig
+from alignflow.data import load_masks, scan_dataset, to_uint8, write_image
+from alignflow.device import autocast
+from alignflow.errors import InputError
+from alignflow.flow_matching import denoising_loss, euler_sample
+from alignflow.masks.model import MaskCodec, MaskGenerator, MaskGeneratorConfig, build_mask_codec
+from alignflow.models.autoencoder import channel_statistics
+from alignflow.runs.checkpoint import load_tensors, save_generator, save_tensors
+from alignflow.runs.events import Listener
+from alignflow.runs.loop import TrainingRun, seed_everything
 
 DATA_FILE = "mask_data.safetensors"
 MODEL_KIND = "mask-generator"  # written into the exported folder's info, so loaders can tell the generators apart

@@ -27,11 +27,11 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
 
 
 def _run_evaluate_images(args: argparse.Namespace) -> int:
-    from ..cli import _options
-    from ..device import resolve_device
-    from .image_quality import DEFAULT_SIZE, REPORT_FILE, evaluate_images, format_report
+    from alignflow.cli_helpers import read_options
+    from alignflow.device import resolve_device
+    from alignflow.metrics.image_quality import DEFAULT_SIZE, REPORT_FILE, evaluate_images, format_report
 
-    values = _options(args)
+    values = read_options(args)
     report = evaluate_images(
         values["generated"], values["target"], values["out"], source=values.get("source"), paired=values.get("paired"),
         size=values.get("size", DEFAULT_SIZE), limit=values.get("limit"), kid_subset_size=values.get("kid_subset_size"),

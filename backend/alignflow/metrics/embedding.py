@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
+from alignflow.errors import InputError
 
 PCA_DIMENSIONS = 50  # the usual reduction before t-SNE: removes noise dimensions and speeds the neighbour search
 # Colour and marker per set, so overlapping clouds stay distinguishable.
@@ -33,7 +33,7 @@ def tsne_embedding(features: dict[str, torch.Tensor], seed: int = 0) -> dict[str
 
 def plot_embedding(points: dict[str, np.ndarray], path: Path | str, title: str) -> Path:
     """Scatter plot of each set in its own colour, written atomically as PNG."""
-    from ..plotting import new_figure, save_png
+    from alignflow.plotting import new_figure, save_png
 
     figure = new_figure(figsize=(6, 5), dpi=120)
     axes = figure.subplots()

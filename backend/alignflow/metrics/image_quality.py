@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_write_json
-from ..data import list_images, read_image, resize_image
-from ..errors import InputError
-from ..rewards import mmd_unbiased
-from .kid import MAX_SUBSET, _check_subset_size, inception_features
+from alignflow.atomic import atomic_write_json
+from alignflow.data import list_images, read_image, resize_image
+from alignflow.errors import InputError
+from alignflow.metrics.kid import MAX_SUBSET, _check_subset_size, inception_features
+from alignflow.rewards import mmd_unbiased
 
 REPORT_FILE = "report.json"
 EMBEDDING_FILE = "embedding.png"
@@ -128,7 +128,7 @@ def paired_scores(generated: ImageSet, real: ImageSet, device: torch.device | st
     """SSIM, PSNR and shift-tolerant LPIPS of each generated image against the real image with the same stem."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-    from .lpips import ShiftTolerantLPIPS
+    from alignflow.metrics.lpips import ShiftTolerantLPIPS
 
     index = {stem: i for i, stem in enumerate(real.stems)}
     pairs = [(i, index[stem]) for i, stem in enumerate(generated.stems) if stem in index]
@@ -192,8 +192,8 @@ def evaluate_images(
     generated image to ``masks`` (default ``generated/masks``) and its ceiling on the real dataset ``ceiling``
     (default: ``masks`` when it is a dataset folder); see :mod:`alignflow.fidelity.metric`.
     """
-    from ..models.feature_encoders import DEFAULT_ENCODER, build_feature_encoder
-    from .embedding import plot_embedding, tsne_embedding
+    from alignflow.metrics.embedding import plot_embedding, tsne_embedding
+    from alignflow.models.feature_encoders import DEFAULT_ENCODER, build_feature_encoder
 
     started = time.perf_counter()
     stage = on_stage or (lambda name: None)
@@ -225,7 +225,7 @@ def evaluate_images(
         report["paired"] = None
     report["mask_fidelity"] = None
     if evaluator is not None:
-        from ..fidelity.metric import evaluate_fidelity
+        from alignflow.fidelity.metric import evaluate_fidelity
 
         stage("mask fidelity")
         report["mask_fidelity"] = evaluate_fidelity(evaluator, generated, masks, ceiling, device)
@@ -258,7 +258,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"paired with {paired['paired_with']} ({paired['pairs']} pairs): SSIM {paired['ssim']:.4f}, "
                      f"PSNR {psnr}, ST-LPIPS {paired['lpips_shift_tolerant']:.4f}")
     if report.get("mask_fidelity"):
-        from ..fidelity.metric import format_fidelity
+        from alignflow.fidelity.metric import format_fidelity
 
         lines.append(format_fidelity(report["mask_fidelity"]))
     counts = ", ".join(f"{name} {values['count']}" for name, values in report["sets"].items())

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from alignflow.errors import InputError
 
 INCEPTION_SIZE = 299
 MAX_SUBSET = 1000  # torchmetrics' default; more gains little precision and costs quadratic time

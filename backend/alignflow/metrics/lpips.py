@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from alignflow.errors import InputError
 
 WEIGHTS_NAME = "stlpips_alex_shift_tolerant"
 CHANNELS = (64, 192, 384, 256, 256)
@@ -83,7 +83,7 @@ class ShiftTolerantLPIPS(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from ..weights import load_state_dict
+        from alignflow.weights import load_state_dict
 
         self.register_buffer("shift", torch.zeros(1, 3, 1, 1))  # the "scaling layer": ImageNet-like input statistics
         self.register_buffer("scale", torch.ones(1, 3, 1, 1))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..weights import load_state_dict
+from alignflow.weights import load_state_dict
 
 WIDTH = 64
 LATENT_CHANNELS = 32
@@ -108,3 +108,9 @@ class TinyAutoencoder(nn.Module):
 def _as_float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """fp32 copy of an fp16 state dict, so loading never depends on implicit dtype casting."""
     return {key: value.float() for key, value in state.items()}
+
+
+def channel_statistics(latents: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std over a set of latents [N, C, h, w]."""
+    flat = latents.transpose(0, 1).reshape(latents.shape[1], -1).float()
+    return flat.mean(dim=1).tolist(), flat.std(dim=1).clamp_min(1e-4).tolist()

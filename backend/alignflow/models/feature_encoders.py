@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from alignflow.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,7 +55,7 @@ class EfficientNetLite0Encoder(FeatureEncoder):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        from ..weights import efficientnet_lite0_weights_path
+        from alignflow.weights import efficientnet_lite0_weights_path
 
         self.net = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)

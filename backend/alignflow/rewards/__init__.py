@@ -1,14 +1,13 @@
 """Differentiable alignment rewards between generated images and target-domain reference images."""
 
-from .alignment import AlignmentReward, augment_single_reference
-from .mmd import mmd_biased, mmd_unbiased, polynomial_kernel
-from .skl import symmetric_kl
+# Lazy (SPEC 1): importing a submodule, e.g. the CLI's commands module, does not import torch.
+import lazy_loader
 
-__all__ = [
-    "AlignmentReward",
-    "augment_single_reference",
-    "mmd_biased",
-    "mmd_unbiased",
-    "polynomial_kernel",
-    "symmetric_kl",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "alignment": ["AlignmentReward", "augment_single_reference"],
+        "mmd": ["mmd_biased", "mmd_unbiased", "polynomial_kernel"],
+        "skl": ["symmetric_kl"],
+    },
+)

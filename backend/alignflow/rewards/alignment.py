@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .mmd import mmd_unbiased
-from .skl import symmetric_kl
+from alignflow.errors import InputError
+from alignflow.rewards.mmd import mmd_unbiased
+from alignflow.rewards.skl import symmetric_kl
 
 SINGLE_REFERENCE_WARNING = (
     "Only one reference image: the alignment target is estimated from augmented views of a single image and is "

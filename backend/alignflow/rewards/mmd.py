@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
+from alignflow.errors import InputError
 
 
 def polynomial_kernel(x: torch.Tensor, y: torch.Tensor, *, degree: int = 3, coef: float = 1.0) -> torch.Tensor:

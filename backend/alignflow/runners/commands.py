@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from alignflow import environment
+from alignflow.environment import env_folder, env_text
+from alignflow.errors import InputError
 
 DEFAULT_PORT = 8765  # the same as alignflow.runners.remote.DEFAULT_PORT (not imported: keeps --help light)
-URL_ENV = "ALIGNFLOW_SERVER_URL"
-SLURM_JOBS_ENV = "ALIGNFLOW_SLURM_JOBS"
+URL_ENV = environment.SERVER_URL
+SLURM_JOBS_ENV = environment.SLURM_JOBS
 
 
 def register(commands: Any, add_common_flags: Any) -> None:
@@ -89,8 +90,8 @@ def _gpus(value: str | None) -> list[str]:
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..server.app import ServerSettings, create_app
-    from ..server.auth import load_token
+    from alignflow.server.app import ServerSettings, create_app
+    from alignflow.server.auth import load_token
 
     token = load_token(getattr(args, "token_file", None))
     if args.max_upload_mb < 1:
@@ -105,18 +106,18 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_remote(args: argparse.Namespace) -> int:
-    from ..cli import ProgressPrinter, _options
-    from ..server.auth import load_token
-    from .remote import RemoteRunner
+    from alignflow.cli_helpers import TerminalProgress, read_options
+    from alignflow.runners.remote import RemoteRunner
+    from alignflow.server.auth import load_token
 
-    url = getattr(args, "url", None) or os.environ.get(URL_ENV) or f"http://127.0.0.1:{DEFAULT_PORT}"
+    url = getattr(args, "url", None) or env_text(URL_ENV) or f"http://127.0.0.1:{DEFAULT_PORT}"
     runner = RemoteRunner(url, load_token(getattr(args, "token_file", None)), timeout=args.timeout, retries=args.retries)
     action = args.action
     if action == "submit":
-        config = _options(args, drop=("action", "kind", "follow", "url", "token_file", "timeout", "retries"))
+        config = read_options(args, drop=("action", "kind", "follow", "url", "token_file", "timeout", "retries"))
         job = runner.submit(args.kind, config)
         print(job, flush=True)
-        return _follow(runner, job, 0, ProgressPrinter()) if getattr(args, "follow", False) else 0
+        return _follow(runner, job, 0, TerminalProgress()) if getattr(args, "follow", False) else 0
     if action == "status":
         if getattr(args, "job", None) is None:
             for job in runner.jobs():
@@ -142,16 +143,16 @@ def _run_remote(args: argparse.Namespace) -> int:
 
 
 def _run_slurm(args: argparse.Namespace) -> int:
-    from ..cli import _options
-    from .slurm import SlurmOptions, SlurmRunner
+    from alignflow.cli_helpers import read_options
+    from alignflow.runners.slurm import SlurmOptions, SlurmRunner
 
-    jobs_root = getattr(args, "jobs_root", None) or os.environ.get(SLURM_JOBS_ENV) or "alignflow-slurm"
+    jobs_root = getattr(args, "jobs_root", None) or env_folder(SLURM_JOBS_ENV) or "alignflow-slurm"
     if args.action == "submit":
         options = SlurmOptions(partition=getattr(args, "partition", None), account=getattr(args, "account", None), nodes=args.nodes,
                                tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                                mem_gb=getattr(args, "mem_gb", None), timeout_min=args.time_min, setup=args.setup)
         runner = SlurmRunner(jobs_root, options, cluster=args.cluster)
-        config = _options(args, drop=("action", "kind", "resume", "cluster", "partition", "account", "nodes", "tasks_per_node", "gpus_per_node",
+        config = read_options(args, drop=("action", "kind", "resume", "cluster", "partition", "account", "nodes", "tasks_per_node", "gpus_per_node",
                                       "cpus_per_task", "mem_gb", "time_min", "setup", "jobs_root"))
         print(runner.submit(args.kind, config, resume=getattr(args, "resume", False)), flush=True)
         return 0

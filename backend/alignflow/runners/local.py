@@ -20,10 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_json
-from ..errors import InputError
-from ..training.events import EVENTS_FILE, read_events
-from .base import CANCELLED, FAILED, JOB_KINDS, RESUMABLE_KINDS, RUNNING, SUCCEEDED, JobStatus
+from alignflow.atomic import atomic_write_json
+from alignflow.errors import InputError
+from alignflow.runners.base import CANCELLED, FAILED, JOB_KINDS, RESUMABLE_KINDS, RUNNING, SUCCEEDED, JobStatus
+from alignflow.runs.events import EVENTS_FILE, read_events
 
 JOB_FILE = "job.json"
 CONFIG_FILE = "config.json"

@@ -25,8 +25,8 @@ from typing import Any
 
 import requests
 
-from ..errors import InputError
-from .base import FINAL_STATES, JOB_KINDS, JobStatus
+from alignflow.errors import InputError
+from alignflow.runners.base import FINAL_STATES, JOB_KINDS, JobStatus
 
 DATASET_KEYS = ("source", "masks")  # config keys that may name a dataset folder (images/ + masks/)
 IMAGE_KEYS = ("references", "target", "images")  # config keys that name image folders or files
@@ -97,8 +97,8 @@ class RemoteRunner:
 
     def fetch(self, job_id: str, destination: Path) -> Path:
         """Download the run folder into ``destination`` (new or empty): all of it, or nothing on failure."""
-        from ..atomic import atomic_directory
-        from ..server.archives import extract_archive
+        from alignflow.atomic import atomic_directory
+        from alignflow.runners.archives import extract_archive
 
         destination = Path(destination)
         if destination.exists() and any(destination.iterdir()):
@@ -273,7 +273,7 @@ def _is_local(value: Any) -> bool:
 
 
 def _zip_set(path: Path | str | list[Path | str], kind: str, archive: Path) -> None:
-    from ..data import list_images
+    from alignflow.data import list_images
 
     files: list[tuple[Path, str]]
     if kind == "dataset":

@@ -7,7 +7,7 @@ the compute nodes share; submitit keeps its own files (the batch script, logs) i
 
 With ``tasks_per_node`` x ``nodes`` > 1 every task runs the command with torch.distributed's variables
 (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``...) from submitit, so stage-1 training is data parallel over the tasks
-(see ``alignflow.training.loop``): one task per GPU.
+(see ``alignflow.runs.loop``): one task per GPU.
 
 submitit pickles the task it sends to the nodes (a ``JobTask`` written and read by the same code, never a user
 file); the runner reads how a job ended from the exit code the task writes, never from submitit's pickled result.
@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_json
-from ..errors import InputError
-from .base import FAILED, QUEUED, RUNNING, JobStatus
-from .local import CANCEL_GRACE_S, EXIT_FILE, JOB_FILE, LocalRunner, live_processes_in_group
+from alignflow.atomic import atomic_write_json
+from alignflow.errors import InputError
+from alignflow.runners.base import FAILED, QUEUED, RUNNING, JobStatus
+from alignflow.runners.local import CANCEL_GRACE_S, EXIT_FILE, JOB_FILE, LocalRunner, live_processes_in_group
 
 CLUSTERS = ("slurm", "local")  # "local": submitit's LocalExecutor, the same path without a cluster (tests, a workstation)
 CHILD_FILE = "child.json"  # the job's process on the node: {"pid": ...} (its own process group)

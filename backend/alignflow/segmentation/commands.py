@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_training_flags
+from alignflow.cli_helpers import add_training_flags, read_options
 
 # Options of ``segment`` (flags and --config keys) and their defaults; the paper samples 10 x 50 steps.
 SEGMENT_DEFAULTS: dict[str, Any] = {"num_samples": 10, "steps": 50, "batch_size": 4, "fusion": "staple", "limit": None,
@@ -37,30 +37,24 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
     segment.set_defaults(handler=_run_segment)
 
 
-def _options(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    from ..cli import _options as cli_options
-
-    return cli_options(args, drop)
-
-
 def _run_train_segmenter(args: argparse.Namespace) -> int:
-    from ..cli import run_with_progress
-    from .config import SegmenterTrainConfig
-    from .trainer import train_segmenter
+    from alignflow.cli_helpers import run_with_progress
+    from alignflow.segmentation.config import SegmenterTrainConfig
+    from alignflow.segmentation.trainer import train_segmenter
 
-    config = SegmenterTrainConfig.from_dict(_options(args, drop=("resume",)))
+    config = SegmenterTrainConfig.from_dict(read_options(args, drop=("resume",)))
     folder = run_with_progress(lambda listeners: train_segmenter(config, listeners, resume=getattr(args, "resume", False)))
     print(f"segmenter written to {folder}")
     return 0
 
 
 def _run_segment(args: argparse.Namespace) -> int:
-    from ..cli import run_with_progress
-    from ..data import list_images, read_image
-    from ..errors import InputError, check_known_keys
-    from .inference import load_segmenter, segment_images, write_segmentations
+    from alignflow.cli_helpers import run_with_progress
+    from alignflow.data import list_images, read_image
+    from alignflow.errors import InputError, check_known_keys
+    from alignflow.segmentation.inference import load_segmenter, segment_images, write_segmentations
 
-    values = _options(args)
+    values = read_options(args)
     check_known_keys(values, {"segmenter", "images", "out", *SEGMENT_DEFAULTS}, "alignflow segment")
     for name in ("segmenter", "images", "out"):
         if not values.get(name):

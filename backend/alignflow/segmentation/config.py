@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..config import DictConfig
-from ..errors import InputError, check_known_keys
+from alignflow.config import DictConfig
+from alignflow.errors import InputError, check_known_keys
 
 # Section 4.2: channels {64, 128, 256, 256}, two residual blocks per level, time embedding 256, 256 x 256 images;
 # Section 3.4: FA-Attention stacked N = 4 times, R = 2 Neural Modulator blocks.

@@ -3,7 +3,7 @@
 Labels are encoded as signed one-hot maps, x1 = 2 onehot(mask) - 1 in {-1, +1}^K (K channels including the
 background, for binary masks too), so the target has the scale of the N(0, 1) prior and a sample is decoded by
 argmax over channels, which works for any number of classes. The interpolation is written out here (three lines)
-rather than imported from :mod:`alignflow.training.flow_matching`, whose module imports the SD3 generator and
+rather than imported from :mod:`alignflow.flow_matching`, whose module imports the SD3 generator and
 would add seconds to every start of the segmenter.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..data import one_hot
-from .model import ConditionFeatures, MedFlowSeg
+from alignflow.data import one_hot
+from alignflow.segmentation.model import ConditionFeatures, MedFlowSeg
 
 
 def encode_labels(mask_ids: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -24,16 +24,16 @@ import tifffile
 import torch
 import torch.nn.functional as F
 
-from ..atomic import atomic_open, atomic_write_json
-from ..data import resize_image, resize_to, to_tensor, write_image, write_mask
-from ..device import autocast, resolve_device
-from ..errors import InputError
-from .config import MedFlowSegConfig
-from .flow import decode_labels, euler_sample
-from .model import MedFlowSeg
-from .staple import StapleResult, staple, vote_fractions
-from .trainer import read_segmenter
-from .uncertainty import UNCERTAINTY_KINDS, maximum_value, uncertainty_maps
+from alignflow.atomic import atomic_open, atomic_write_json
+from alignflow.data import resize_image, resize_to, to_tensor, write_image, write_mask
+from alignflow.device import autocast, resolve_device
+from alignflow.errors import InputError
+from alignflow.segmentation.config import MedFlowSegConfig
+from alignflow.segmentation.flow import decode_labels, euler_sample
+from alignflow.segmentation.model import MedFlowSeg
+from alignflow.segmentation.staple import StapleResult, staple, vote_fractions
+from alignflow.segmentation.trainer import read_segmenter
+from alignflow.segmentation.uncertainty import UNCERTAINTY_KINDS, maximum_value, uncertainty_maps
 
 FUSIONS = ("staple", "vote")
 

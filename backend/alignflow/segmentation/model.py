@@ -22,9 +22,9 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.resnet import ResnetBlock2D, Upsample2D
 from torch import nn
 
-from ..errors import InputError
-from .conditioning import DualBranchSpatialAttention, FrequencyAwareAttention
-from .config import MedFlowSegConfig
+from alignflow.runs.checkpoint import load_state_dict_strict
+from alignflow.segmentation.conditioning import DualBranchSpatialAttention, FrequencyAwareAttention
+from alignflow.segmentation.config import MedFlowSegConfig
 
 
 class UNet(nn.Module):
@@ -164,7 +164,4 @@ class MedFlowSeg(nn.Module):
         return self.state_dict()
 
     def load_saved_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            first = (list(missing) + list(unexpected))[:3]
-            raise InputError(where, "weights matching the segmenter config", f"{len(missing)} missing and {len(unexpected)} unexpected tensors (first: {first})")
+        load_state_dict_strict(self, state, where, "weights matching the segmenter config")

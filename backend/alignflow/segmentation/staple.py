@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
+from alignflow.errors import InputError
 
 _UNDECIDED = 255  # label ITK writes where no label wins; above every class id (at most 254)
 # ITK iterates until the estimates change by < 1e-5. Ensembles of a trained model converge long before this cap;

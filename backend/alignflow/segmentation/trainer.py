@@ -1,4 +1,4 @@
-"""MedFlowSeg training runs, on the engine's shared loop (:class:`alignflow.training.loop.TrainingRun`):
+"""MedFlowSeg training runs, on the engine's shared loop (:class:`alignflow.runs.loop.TrainingRun`):
 
     RUN/config.json               the resolved SegmenterTrainConfig
     RUN/events.jsonl              start, progress (loss terms, images/s, ETA), preview, checkpoint, resume, error, done
@@ -22,15 +22,15 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from ..data import load_pairs, mask_to_rgb, random_flips, scan_dataset, to_uint8, write_image
-from ..device import autocast
-from ..errors import InputError
-from ..training.checkpoint import MODEL_FILE, read_model_folder, save_model_folder
-from ..training.events import Listener
-from ..training.loop import TrainingRun, seed_everything
-from .config import MedFlowSegConfig, SegmenterTrainConfig
-from .flow import decode_labels, euler_sample, medflowseg_loss
-from .model import MedFlowSeg
+from alignflow.data import load_pairs, mask_to_rgb, random_flips, scan_dataset, to_uint8, write_image
+from alignflow.device import autocast
+from alignflow.errors import InputError
+from alignflow.runs.checkpoint import MODEL_FILE, load_state_dict_strict, read_model_folder, save_model_folder
+from alignflow.runs.events import Listener
+from alignflow.runs.loop import TrainingRun, seed_everything
+from alignflow.segmentation.config import MedFlowSegConfig, SegmenterTrainConfig
+from alignflow.segmentation.flow import decode_labels, euler_sample, medflowseg_loss
+from alignflow.segmentation.model import MedFlowSeg
 
 MODEL_KIND = "medflowseg"  # written into the exported folder's info
 SEGMENTER_DIR = "segmenter"
@@ -72,9 +72,7 @@ class TrainingState(nn.Module):
         return self.state_dict()
 
     def load_saved_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise InputError(where, "a MedFlowSeg checkpoint of this run's configuration", f"{len(missing)} missing and {len(unexpected)} unexpected tensors")
+        load_state_dict_strict(self, state, where, "a MedFlowSeg checkpoint of this run's configuration")
 
 
 def save_segmenter(folder: Path, model: MedFlowSeg, info: dict[str, Any]) -> Path:

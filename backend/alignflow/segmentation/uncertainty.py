@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .staple import StapleResult, vote_fractions
+from alignflow.segmentation.staple import StapleResult, vote_fractions
 
 UNCERTAINTY_KINDS: tuple[str, ...] = ("staple", "variance", "entropy")
 

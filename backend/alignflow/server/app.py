@@ -24,15 +24,15 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
-from ..atomic import atomic_write_json
-from ..errors import InputError
-from ..runners.base import FINAL_STATES, QUEUED
-from ..runners.local import read_complete_events
-from ..training.events import EVENTS_FILE, read_events
-from .archives import UPLOAD_KINDS, ArchiveTooLarge, unpack_upload
-from .auth import token_matches
-from .scheduler import Scheduler, new_id
-from .store import JobStore
+from alignflow.atomic import atomic_write_json
+from alignflow.errors import InputError
+from alignflow.runners.archives import UPLOAD_KINDS, ArchiveTooLarge, unpack_upload
+from alignflow.runners.base import FINAL_STATES, QUEUED
+from alignflow.runners.local import read_complete_events
+from alignflow.runs.events import EVENTS_FILE, read_events
+from alignflow.server.auth import token_matches
+from alignflow.server.scheduler import Scheduler, new_id
+from alignflow.server.store import JobStore
 
 MAX_WAIT_S = 30.0  # longest long poll; below common proxy timeouts (60 s)
 POLL_INTERVAL_S = 0.2
@@ -152,7 +152,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         deadline = time.monotonic() + min(wait, MAX_WAIT_S)
         while True:
             record = await run_in_threadpool(job_or_404, job_id)
-            found = await run_in_threadpool(lambda: list(read_events(Path(record.run_dir)))[since:])
+            found = list(await run_in_threadpool(read_events_list, Path(record.run_dir)))[since:]
             if found or record.state in FINAL_STATES or time.monotonic() >= deadline:
                 return {"events": found, "next": since + len(found), "state": record.state}
             await asyncio.sleep(POLL_INTERVAL_S)
@@ -241,3 +241,8 @@ def _zip_folder(folder: Path, scratch: Path) -> Path:
 
 
 __all__ = ["ServerSettings", "create_app"]
+
+
+def read_events_list(run_dir: Path) -> list[dict[str, Any]]:
+    """Every event of a run folder so far, as a list (read in a worker thread by the async handlers)."""
+    return list(read_events(run_dir))

@@ -7,9 +7,11 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import InputError
+from alignflow import environment
+from alignflow.environment import env_text
+from alignflow.errors import InputError
 
-TOKEN_ENV = "ALIGNFLOW_SERVER_TOKEN"
+TOKEN_ENV = environment.SERVER_TOKEN
 MIN_TOKEN_CHARS = 16
 MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))' > TOKEN_FILE && chmod 600 TOKEN_FILE"
 
@@ -27,7 +29,7 @@ def load_token(token_file: str | Path | None = None, environ: dict[str, str] | N
         lines = path.read_text(encoding="utf-8").strip().splitlines()
         token, where = (lines[0].strip() if lines else ""), str(path)
     else:
-        token, where = environ.get(TOKEN_ENV, "").strip(), TOKEN_ENV
+        token, where = env_text(TOKEN_ENV, environ) or "", TOKEN_ENV
         if not token:
             raise InputError("--token-file", f"a token file or the {TOKEN_ENV} environment variable", got="neither")
     if len(token) < MIN_TOKEN_CHARS:

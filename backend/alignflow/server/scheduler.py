@@ -16,13 +16,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..models.feature_encoders import DINO_PREFIX
-from ..runners.base import CANCELLED, FAILED, JOB_KINDS, QUEUED, RUNNING
-from ..runners.base import RESUMABLE_KINDS as RESUME_FLAG_KINDS
-from ..runners.local import LocalRunner
-from .archives import data_root_of
-from .store import JobRecord, JobStore
+from alignflow.errors import InputError
+from alignflow.models.feature_encoders import DINO_PREFIX
+from alignflow.runners.archives import data_root_of
+from alignflow.runners.base import CANCELLED, FAILED, JOB_KINDS, QUEUED, RUNNING
+from alignflow.runners.base import RESUMABLE_KINDS as RESUME_FLAG_KINDS
+from alignflow.runners.local import LocalRunner
+from alignflow.server.store import JobRecord, JobStore
 
 # Config keys whose values are files or folders (strings or lists of strings), for every job kind.
 PATH_KEYS = ("source", "references", "target", "masks", "init", "generator", "evaluator", "mask_segmenter", "segmenter", "images")

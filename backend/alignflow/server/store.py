@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runners.base import QUEUED, RUNNING
+from alignflow.runners.base import QUEUED, RUNNING
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -9,7 +9,7 @@ from alignflow.cli import main
 from alignflow.downstream import DownstreamConfig, evaluate_segmentation
 from alignflow.downstream.models import load_model
 from alignflow.errors import InputError
-from alignflow.training.events import read_events
+from alignflow.runs.events import read_events
 
 SMALL_UNET = {"channels": [8, 16, 32, 64], "num_res_units": 1}
 TINY_SEGFORMER = {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 1, 1, 1], "decoder_hidden_size": 16}

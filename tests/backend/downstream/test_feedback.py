@@ -11,12 +11,12 @@ from alignflow.data import load_pairs, mask_to_rgb, scan_dataset
 from alignflow.downstream import DownstreamConfig, evaluate_segmentation
 from alignflow.downstream.feedback import GenerativeFeedback, soft_mask_image
 from alignflow.errors import InputError
-from alignflow.generation import LoadedGenerator, load_generator
-from alignflow.training.alignment_regularization import predicted_noise
-from alignflow.training.config import TrainConfig
-from alignflow.training.events import read_events
-from alignflow.training.flow_matching import interpolate
-from alignflow.training.trainer import train
+from alignflow.flow_matching import interpolate
+from alignflow.generator.alignment_regularization import predicted_noise
+from alignflow.generator.config import TrainConfig
+from alignflow.generator.sampling import LoadedGenerator, load_generator
+from alignflow.generator.training import train
+from alignflow.runs.events import read_events
 
 TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "attention_head_dim": 8,
                   "num_attention_heads": 2, "context_tokens": 2, "patch_size": 1}

@@ -18,11 +18,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from alignflow.augment import write_synthetic_pairs
 from alignflow.cli import main
 from alignflow.data import read_image, read_mask, scan_dataset
 from alignflow.errors import InputError
 from alignflow.export import export_dataset
+from alignflow.generator.pairs import write_synthetic_pairs
 
 REAL_PAIRS = 4
 SYNTHETIC_PAIRS = 3

@@ -10,7 +10,7 @@ from alignflow.data import load_masks, scan_dataset
 from alignflow.errors import InputError
 from alignflow.masks.model import MaskGeneratorConfig, build_mask_codec
 from alignflow.masks.training import MaskTrainConfig, flipped_copies, train_mask_generator
-from alignflow.training.events import read_events
+from alignflow.runs.events import read_events
 
 TINY = {"resolution": 64, "pixel_size": 32, "num_layers": 1, "attention_head_dim": 8, "num_attention_heads": 2, "context_tokens": 2}
 

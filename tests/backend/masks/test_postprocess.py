@@ -19,10 +19,10 @@ from alignflow.masks.postprocess import (
     STEP_NAMES,
     PostprocessConfig,
     mask_statistics,
-    raw_invalid_fraction,
     postprocess_mask,
     postprocess_masks,
     postprocess_steps,
+    raw_invalid_fraction,
 )
 
 ALL_OFF = PostprocessConfig(sigma=0.0, opening_radius=0, closing_radius=0, min_area=0, fill_holes=False)

@@ -10,7 +10,7 @@ from alignflow.errors import InputError
 from alignflow.runners.base import CANCELLED, SUCCEEDED
 from alignflow.runners.local import live_processes_in_group
 from alignflow.runners.slurm import CHILD_FILE, SlurmOptions, SlurmRunner
-from alignflow.training.events import read_events
+from alignflow.runs.events import read_events
 
 TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "attention_head_dim": 8,
                   "num_attention_heads": 2, "context_tokens": 2, "patch_size": 1}

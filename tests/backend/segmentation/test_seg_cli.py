@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from alignflow.cli import main
-from alignflow.training.events import read_events
+from alignflow.runs.events import read_events
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 from alignflow.data import load_pairs, read_image, read_mask, scan_dataset
 from alignflow.errors import InputError
+from alignflow.runs.events import read_events
 from alignflow.segmentation.config import SegmenterTrainConfig
 from alignflow.segmentation.inference import load_segmenter, segment_images, write_segmentations
 from alignflow.segmentation.trainer import train_segmenter
-from alignflow.training.events import read_events
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def test_posterior_is_the_e_step_of_the_estimated_raters(truth):
     fused = staple(samples, 3)
     prior = np.bincount(samples.ravel(), minlength=3) / samples.size
     for y, x in [(0, 0), (12, 12), (25, 25), (7, 33)] + [tuple(p) for p in np.argwhere(samples.std(axis=0) > 0)[:20]]:
-        likelihood = np.array([prior[l] * np.prod([fused.confusion[r, samples[r, y, x], l] for r in range(3)]) for l in range(3)])
+        likelihood = np.array([prior[c] * np.prod([fused.confusion[r, samples[r, y, x], c] for r in range(3)]) for c in range(3)])
         assert np.allclose(fused.posterior[:, y, x], likelihood / likelihood.sum(), atol=1e-5)
     assert np.allclose(fused.posterior.sum(axis=0), 1.0, atol=1e-5)
     assert np.array_equal(fused.labels, fused.posterior.argmax(axis=0))

@@ -8,11 +8,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from serverkit import TOKEN, dataset_zip, zip_bytes
 
 from alignflow.errors import InputError
 from alignflow.server.auth import TOKEN_ENV, load_token
-
-from serverkit import TOKEN, dataset_zip, zip_bytes
 
 
 def test_every_endpoint_but_the_docs_needs_the_token(make_server):

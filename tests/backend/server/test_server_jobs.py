@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from serverkit import TOKEN, free_port, job_config, serve_subprocess, wait_for
 
 from alignflow.errors import InputError

@@ -28,7 +28,7 @@ def panel(make_napari_viewer, segmenter):
 
 def test_a_stack_is_segmented_with_fused_labels_uncertainty_and_samples(panel, segmenter, clinicdb_small, qtbot):
     viewer, widget = panel
-    for data, kwargs, kind in dataset_layers(clinicdb_small, "clinic")[:1]:  # the images only
+    for data, kwargs, _kind in dataset_layers(clinicdb_small, "clinic")[:1]:  # the images only
         viewer.add_image(data, **kwargs)
     assert widget.image.currentText() == "clinic images"
     wait_for_worker(qtbot, widget.run(), timeout_ms=120_000)

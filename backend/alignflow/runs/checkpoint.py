@@ -8,16 +8,35 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from safetensors.torch import load_file, save
 
-from ..atomic import atomic_directory, atomic_open, atomic_write_json
-from ..errors import InputError
+from alignflow.atomic import atomic_directory, atomic_open, atomic_write_json
+from alignflow.errors import InputError
 
 MODEL_FILE = "model.safetensors"
+
+
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str | Path, expected: str,
+                           skip: Callable[[str], bool] | None = None) -> None:
+    """Load ``state`` into ``module``, or raise an InputError naming ``where`` (the file or folder) and ``expected``
+    (what the weights should be), with the counts and first names of missing, unexpected and mis-shaped tensors.
+
+    ``skip(key)`` marks the module's tensors a saved file leaves out on purpose (SD3's frozen pretrained transformer).
+    """
+    own = module.state_dict()
+    missing = sorted(key for key in set(own) - set(state) if not (skip and skip(key)))
+    unexpected = sorted(set(state) - set(own))
+    misshaped = sorted(key for key in set(own) & set(state) if own[key].shape != state[key].shape)
+    if missing or unexpected or misshaped:
+        raise InputError(where, expected, f"{len(missing)} missing, {len(unexpected)} unexpected and {len(misshaped)} "
+                                          f"mis-shaped tensors (first: {(missing + unexpected + misshaped)[:3]})")
+    module.load_state_dict(state, strict=skip is None)
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 GENERATOR_CONFIG_FILE = "generator.json"

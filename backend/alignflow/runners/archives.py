@@ -11,9 +11,9 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from ..atomic import atomic_directory
-from ..data import list_images, scan_dataset
-from ..errors import InputError
+from alignflow.atomic import atomic_directory
+from alignflow.data import list_images, scan_dataset
+from alignflow.errors import InputError
 
 UPLOAD_KINDS = ("dataset", "images")  # images/ + masks/ pairs, or a folder of images (references, targets, masks)
 

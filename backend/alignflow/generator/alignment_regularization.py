@@ -28,9 +28,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..models.generator import AlignFlowGenerator
-from .flow_matching import interpolate
-from .loop import StepTimer
+from alignflow.flow_matching import interpolate
+from alignflow.generator.model import AlignFlowGenerator
+from alignflow.runs.loop import StepTimer
 
 
 def predicted_noise(x_t: torch.Tensor, t: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:

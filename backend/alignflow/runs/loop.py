@@ -27,11 +27,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..atomic import atomic_write_json
-from ..device import resolve_device
-from ..errors import InputError
-from .checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
-from .events import EventLog, Listener
+from alignflow.atomic import atomic_write_json
+from alignflow.device import resolve_device
+from alignflow.errors import InputError
+from alignflow.runs.checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from alignflow.runs.events import EventLog, Listener
 
 CONFIG_FILE = "config.json"
 

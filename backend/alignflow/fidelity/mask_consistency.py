@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import InputError
-from ..fidelity.metric import to_segmenter_resolution
-from ..fidelity.segmenter import Segmenter
+from alignflow.errors import InputError
+from alignflow.fidelity.metric import to_segmenter_resolution
+from alignflow.fidelity.segmenter import Segmenter
 
 
 class MaskConsistencyReward(nn.Module):

@@ -5,14 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data import mask_to_rgb
-from .generator import GeneratorConfig
-
-
-def channel_statistics(latents: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std over a set of latents [N, C, h, w]."""
-    flat = latents.transpose(0, 1).reshape(latents.shape[1], -1).float()
-    return flat.mean(dim=1).tolist(), flat.std(dim=1).clamp_min(1e-4).tolist()
+from alignflow.data import mask_to_rgb
+from alignflow.generator.model import GeneratorConfig
 
 
 class LatentCodec(nn.Module):
@@ -61,11 +55,11 @@ def build_codec(config: GeneratorConfig, device: torch.device, autoencoder: nn.M
     """The frozen autoencoder of the generator's kind (TAEF2 for compact, the SD3.5 VAE for sd3)."""
     if autoencoder is None:
         if config.kind == "sd3":
-            from .sd3 import load_sd3_autoencoder
+            from alignflow.generator.sd3 import load_sd3_autoencoder
 
             autoencoder = load_sd3_autoencoder(config)
         else:
-            from .autoencoder import TinyAutoencoder
+            from alignflow.models.autoencoder import TinyAutoencoder
 
             autoencoder = TinyAutoencoder.from_pretrained()
     return LatentCodec(autoencoder, config).to(device)

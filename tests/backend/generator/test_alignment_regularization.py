@@ -6,17 +6,18 @@ import pytest
 import torch
 
 from alignflow.cli import main
-from alignflow.models.generator import GeneratorConfig, build_generator
-from alignflow.training.alignment_regularization import (
+from alignflow.flow_matching import euler_sample, interpolate
+from alignflow.generator.alignment_regularization import (
     alignment_regularization,
     denoising_with_alignment_regularization,
     predicted_noise,
 )
-from alignflow.training.checkpoint import read_generator_folder
-from alignflow.training.config import TrainConfig
-from alignflow.training.events import read_events
-from alignflow.training.flow_matching import euler_sample, interpolate
-from alignflow.training.trainer import train
+from alignflow.generator.config import TrainConfig
+from alignflow.generator.factory import build_generator
+from alignflow.generator.model import GeneratorConfig
+from alignflow.generator.training import train
+from alignflow.runs.checkpoint import read_generator_folder
+from alignflow.runs.events import read_events
 
 TINY = dict(resolution=32, num_layers=2, controlnet_layers=1, attention_head_dim=8, num_attention_heads=2, context_tokens=2, patch_size=1)
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from alignflow.cli import main
+from alignflow.fidelity.mask_consistency import MaskConsistencyReward
 from alignflow.fidelity.segmenter import Segmenter, SegmenterConfig
-from alignflow.models.generator import GeneratorConfig, build_generator
-from alignflow.models.latent_codec import build_codec
-from alignflow.rewards.mask_consistency import MaskConsistencyReward
-from alignflow.training.events import read_events
-from alignflow.training.flow_matching import frozen_euler, tunable_jump
+from alignflow.flow_matching import frozen_euler, tunable_jump
+from alignflow.generator.factory import build_generator
+from alignflow.generator.latent_codec import build_codec
+from alignflow.generator.model import GeneratorConfig
+from alignflow.runs.events import read_events
 
 TINY = dict(resolution=32, num_layers=2, controlnet_layers=1, attention_head_dim=8, num_attention_heads=2, context_tokens=2, patch_size=1)
 TINY_SEGMENTER = dict(architecture="basic-unet", channels=[4, 4, 8, 8, 16, 4], resolution=32)

@@ -11,8 +11,8 @@ import torch
 from diffusers import AutoencoderKL, SD3ControlNetModel, SD3Transformer2DModel
 from torch import nn
 
-from ..errors import InputError
-from .generator import AlignFlowGenerator, FixedPromptConditioning, GeneratorConfig
+from alignflow.errors import InputError
+from alignflow.generator.model import AlignFlowGenerator, FixedPromptConditioning, GeneratorConfig
 
 
 def _require_pretrained(config: GeneratorConfig) -> str:

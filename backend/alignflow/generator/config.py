@@ -6,16 +6,11 @@ The same dataclass is what the CLI fills from flags, what ``--config FILE`` load
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import DictConfig
-from ..errors import InputError
-
+from alignflow.config import DictConfig
+from alignflow.errors import InputError
 
 # Default learning rates of the compact model trained from scratch: stage 1 learns the source domain; stage 2 only
 # moves it towards the references, and a gentler rate keeps the reward from overriding what stage 1 learnt.
@@ -101,20 +96,3 @@ class TrainConfig(DictConfig):
                 raise InputError(name, "a finite weight >= 0 (0 turns the term off)", repr(value))
         if self.w_mask > 0 and not self.mask_segmenter:
             raise InputError("--mask-segmenter", "the reward segmenter (alignflow train-evaluator --role reward) when w_mask > 0", "nothing")
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML or JSON mapping of options; keys use the same names as the CLI flags (with underscores)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "a YAML or JSON config file")
-    try:
-        text = path.read_text(encoding="utf-8")
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
-        raise InputError(path, "valid YAML or JSON", str(error).splitlines()[0]) from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise InputError(path, "a mapping of option names to values", type(values).__name__)
-    return {key.replace("-", "_"): value for key, value in values.items()}

@@ -7,10 +7,10 @@ ControlNet derived from it, VAE with scaling/shift, frozen transformer), not the
 import torch
 from diffusers import AutoencoderKL, SD3Transformer2DModel
 
-from alignflow.models.generator import GeneratorConfig
-from alignflow.models.latent_codec import build_codec
-from alignflow.models.sd3 import build_sd3_generator
-from alignflow.training.flow_matching import denoising_loss, partially_tunable_inference
+from alignflow.flow_matching import denoising_loss, partially_tunable_inference
+from alignflow.generator.latent_codec import build_codec
+from alignflow.generator.model import GeneratorConfig
+from alignflow.generator.sd3 import build_sd3_generator
 
 
 def tiny_sd3(root):

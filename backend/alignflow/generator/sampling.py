@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .device import autocast
-from .models.generator import AlignFlowGenerator, GeneratorConfig, build_generator
-from .models.latent_codec import LatentCodec, build_codec
-from .training.checkpoint import read_generator_folder
-from .training.flow_matching import euler_sample
+from alignflow.device import autocast
+from alignflow.flow_matching import euler_sample, sample_noise
+from alignflow.generator.factory import build_generator
+from alignflow.generator.latent_codec import LatentCodec, build_codec
+from alignflow.generator.model import AlignFlowGenerator, GeneratorConfig
+from alignflow.progress import ProgressCallback, report_progress
+from alignflow.runs.checkpoint import read_generator_folder
 
 
 @dataclass
@@ -37,11 +39,6 @@ def load_generator(folder: str | Path, device: torch.device) -> LoadedGenerator:
     return LoadedGenerator(model, build_codec(model.config, device), info, Path(folder))
 
 
-def sample_noise(count: int, shape: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
-    """One generator per sample, so sample i depends only on its seed, not on the batch it falls in."""
-    return torch.stack([torch.randn(*shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds[:count]])
-
-
 @torch.no_grad()
 def generate_images(
     generator: LoadedGenerator,
@@ -53,7 +50,7 @@ def generate_images(
     guidance_scale: float = 2.0,
     batch_size: int = 16,
     precision: str = "fp32",
-    on_batch: Callable[[int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> torch.Tensor:
     """Images [N, 3, R, R] in [0, 1] for class-id masks [N, R, R] (R = the generator's resolution).
 
@@ -72,6 +69,5 @@ def generate_images(
             latents = euler_sample(generator.model, noise, mask_latents, num_steps=num_steps, guidance_scale=guidance_scale)
             images = generator.codec.decode(latents.float())
         out.append(images.float().clamp(0, 1).cpu())
-        if on_batch is not None:
-            on_batch(min(start + batch_size, masks.shape[0]), masks.shape[0])
+        report_progress(on_progress, "generate", min(start + batch_size, masks.shape[0]), masks.shape[0])
     return torch.cat(out)

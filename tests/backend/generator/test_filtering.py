@@ -8,8 +8,8 @@ import torch
 from alignflow.cli import main
 from alignflow.data import load_masks, mask_to_rgb
 from alignflow.errors import InputError
-from alignflow.fidelity.filtering import best_of_candidates, candidate_seeds, generate_with_fidelity
 from alignflow.fidelity.metric import overlap_scores
+from alignflow.generator.filtering import best_of_candidates, candidate_seeds, generate_with_fidelity
 
 TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "attention_head_dim": 8,
                   "num_attention_heads": 2, "context_tokens": 2, "patch_size": 1}

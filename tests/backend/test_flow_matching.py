@@ -5,8 +5,7 @@ import copy
 import pytest
 import torch
 
-from alignflow.models.generator import GeneratorConfig, build_generator
-from alignflow.training.flow_matching import (
+from alignflow.flow_matching import (
     denoising_loss,
     euler_sample,
     frozen_euler,
@@ -14,6 +13,8 @@ from alignflow.training.flow_matching import (
     partially_tunable_inference,
     tunable_jump,
 )
+from alignflow.generator.factory import build_generator
+from alignflow.generator.model import GeneratorConfig
 
 TINY = dict(resolution=32, num_layers=2, controlnet_layers=1, attention_head_dim=8, num_attention_heads=2, context_tokens=2, patch_size=1)
 

@@ -1,4 +1,5 @@
-"""A small evaluator trained on real Kvasir-SEG pairs, shared by the fidelity tests."""
+"""Fixtures shared across engine areas: a small evaluator segmenter trained on real Kvasir-SEG pairs (fidelity
+metric, fidelity filtering at generation, the mask-consistency reward)."""
 
 from pathlib import Path
 

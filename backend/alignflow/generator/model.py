@@ -25,8 +25,9 @@ import torch
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 from torch import nn
 
-from ..config import DictConfig
-from ..errors import InputError
+from alignflow.config import DictConfig
+from alignflow.errors import InputError
+from alignflow.runs.checkpoint import load_state_dict_strict
 
 
 @dataclass
@@ -229,10 +230,8 @@ class AlignFlowGenerator(nn.Module):
         return state
 
     def load_saved_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [key for key in missing if not (self.config.kind == "sd3" and key.startswith("transformer."))]
-        if missing or unexpected:
-            raise InputError(where, "weights matching the generator config", f"{len(missing)} missing and {len(unexpected)} unexpected tensors (first: {(missing + unexpected)[:3]})")
+        load_state_dict_strict(self, state, where, "weights matching the generator config",
+                               skip=(lambda key: key.startswith("transformer.")) if self.config.kind == "sd3" else None)
 
     def tunable_parameters(self, which: str) -> list[nn.Parameter]:
         """Parameters trained in a stage: "all" (compact, trained from scratch) or "controlnet" (the paper)."""
@@ -243,7 +242,7 @@ class AlignFlowGenerator(nn.Module):
         raise InputError("trainable", "'all' or 'controlnet'", repr(which))
 
 
-def _compact_backbones(config: GeneratorConfig) -> tuple[SD3Transformer2DModel, SD3ControlNetModel]:
+def compact_backbones(config: GeneratorConfig) -> tuple[SD3Transformer2DModel, SD3ControlNetModel]:
     shared = dict(
         sample_size=config.latent_size,
         patch_size=config.patch_size,
@@ -260,18 +259,3 @@ def _compact_backbones(config: GeneratorConfig) -> tuple[SD3Transformer2DModel, 
     transformer = SD3Transformer2DModel(num_layers=config.num_layers, **shared)
     controlnet = SD3ControlNetModel(num_layers=config.controlnet_layers, **shared)
     return transformer, controlnet
-
-
-def build_generator(config: GeneratorConfig) -> AlignFlowGenerator:
-    """A freshly initialised compact generator, or the sd3 one with its pretrained weights loaded."""
-    config.validate()
-    if config.kind == "sd3":
-        from .sd3 import build_sd3_generator
-
-        generator = build_sd3_generator(config)
-    else:
-        transformer, controlnet = _compact_backbones(config)
-        generator = AlignFlowGenerator(config, transformer, controlnet, LearnedConditioning(config.context_tokens, config.width))
-    if config.mask_head:
-        generator.add_mask_head()
-    return generator

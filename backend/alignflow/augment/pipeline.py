@@ -14,16 +14,21 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .atomic import atomic_directory, atomic_write_json
-from .data import list_images, load_masks, load_reference_images, read_mask, resize_to, scan_dataset, select_references, to_uint8, write_image, write_mask
-from .device import resolve_device
-from .config import DictConfig
-from .fidelity.filtering import generate_with_fidelity
-from .generation import load_generator
-from .training.config import TrainConfig
-from .training.events import EventLog, Listener
-from .training.trainer import train
+from alignflow import __version__
+from alignflow.atomic import atomic_write_json
+from alignflow.config import DictConfig
+from alignflow.data import (
+    list_images,
+    load_reference_images,
+    scan_dataset,
+    select_references,
+)
+from alignflow.device import resolve_device
+from alignflow.generator.config import TrainConfig
+from alignflow.generator.pairs import generate_pairs
+from alignflow.generator.sampling import load_generator
+from alignflow.generator.training import train
+from alignflow.runs.events import EventLog, Listener
 
 
 @dataclass
@@ -81,57 +86,22 @@ def _masks_to_generate(config: AugmentConfig) -> list[tuple[str, Path]]:
     return [(pair.stem, pair.mask) for pair in pairs]
 
 
-def write_synthetic_pairs(
-    out: Path, stems: list[str], images: torch.Tensor, mask_paths: list[Path], seeds: list[int], provenance: dict[str, Any],
-    per_image: list[dict[str, Any]] | None = None,
-) -> Path:
-    """``out/images`` + ``out/masks`` at each mask's original size, plus ``manifest.json``; all or nothing.
-
-    ``per_image`` adds fields to each image's manifest row (e.g. its mask-fidelity scores).
-    """
-    rows = []
-    extras = per_image if per_image is not None else [{} for _ in stems]
-    with atomic_directory(out) as tmp:
-        for stem, image, mask_path, seed, extra in zip(stems, images, mask_paths, seeds, extras):
-            mask = read_mask(mask_path)
-            write_image(tmp / "images" / f"{stem}.png", resize_to(to_uint8(image), mask.shape))
-            write_mask(tmp / "masks" / f"{stem}.png", mask, binary_as_255=int(mask.max()) <= 1)
-            rows.append({"stem": stem, "synthetic": True, "seed": seed, "source_mask": str(mask_path), **provenance, **extra})
-        atomic_write_json(tmp / "manifest.json", rows)
-    return out
-
-
-def generation_provenance(generator: Any, guidance_scale: float, sample_steps: int) -> dict[str, Any]:
-    """What a manifest row needs to regenerate an image: generator (and the hash of its weights), references, sampling."""
-    from .export.manifest import software_versions
-    from .training.checkpoint import MODEL_FILE
-    from .weights import file_sha256
-
-    return {"generator": str(generator.folder), "checkpoint_sha256": file_sha256(_weights_file(generator.folder, MODEL_FILE)),
-            "references": generator.info.get("references", []), "guidance_scale": guidance_scale,
-            "sample_steps": sample_steps, "software": software_versions()}
-
-
-def _weights_file(folder: Path, name: str) -> Path:
-    return folder / "generator" / name if (folder / "generator" / name).exists() else folder / name
-
-
 def _export(config: AugmentConfig, out: Path, report: dict[str, Any], log: EventLog) -> Path:
     """Real source pairs + every aligned synthetic set, in the chosen training-set format."""
-    from .export import export_dataset
+    from alignflow.export import export_dataset
 
     synthetic = [Path(entry["pairs"]) for name, entry in report["models"].items() if name.startswith("aligned")]
     name = config.export_name + (".ome.zarr" if config.export_format == "ome-zarr" else "")
     return export_dataset(
         out / "export" / name, real=config.source, synthetic=synthetic, export_format=config.export_format,
-        overwrite=True, on_progress=lambda done, total: log.emit("progress", stage="export", step=done, total=total),
+        overwrite=True, on_progress=log.progress,
     )
 
 
 def _synthesize_masks(config: AugmentConfig, out: Path, listeners: list[Listener] | None, resume: bool) -> list[tuple[str, Path]]:
     """Train the mask generator on the source masks, keep the best of K per source mask; (stem, mask file) pairs."""
-    from .masks.synthesis import MaskSynthesisConfig, synthesize_masks
-    from .masks.training import MaskTrainConfig, train_mask_generator
+    from alignflow.masks.synthesis import MaskSynthesisConfig, synthesize_masks
+    from alignflow.masks.training import MaskTrainConfig, train_mask_generator
 
     mask_run = MaskTrainConfig(
         source=config.source, out=str(out / "mask_generator"), steps=config.mask_steps, batch_size=config.batch_size,
@@ -174,19 +144,16 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     for name, folder, chosen in masks_by_model:
         generator = load_generator(folder, device)
         resolution = generator.config.resolution
-        mask_ids = load_masks([path for _, path in chosen], resolution)
         log.emit("progress", stage=f"generate:{name}", step=0, total=len(chosen))
-        generated = generate_with_fidelity(
-            generator, mask_ids, evaluator=evaluator, seed=config.seed, num_steps=config.sample_steps,
-            guidance_scale=config.guidance_scale, precision=config.precision,
-            on_progress=lambda done, total, n=name: log.emit("progress", stage=f"generate:{n}", step=done, total=total),
+        pairs = generate_pairs(
+            generator, [path for _, path in chosen], out / "synthetic" / name, stems=[stem for stem, _ in chosen],
+            evaluator=evaluator, seed=config.seed, num_steps=config.sample_steps, guidance_scale=config.guidance_scale,
+            precision=config.precision,
+            on_progress=lambda _, done, total, n=name: log.progress(f"generate:{n}", done, total),
         )
-        images, seeds = generated.images, generated.seeds
-        provenance = generation_provenance(generator, config.guidance_scale, config.sample_steps)
-        pairs_dir = write_synthetic_pairs(out / "synthetic" / name, [s for s, _ in chosen], images, [p for _, p in chosen],
-                                          seeds, provenance, generated.rows)
+        images, pairs_dir = pairs.images, pairs.folder
         if kid_to_target is None:
-            from .metrics.kid import KernelInceptionDistanceTo
+            from alignflow.metrics.kid import KernelInceptionDistanceTo
 
             subset = min(len(chosen), len(target_paths), 100)
             kid_to_target = KernelInceptionDistanceTo(load_reference_images(target_paths, resolution), subset, device=device)
@@ -198,9 +165,9 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
             "target": len(target_paths),
         }
         if evaluator is not None:
-            from .fidelity.metric import fidelity_report
+            from alignflow.fidelity.metric import fidelity_report
 
-            report["models"][name]["mask_fidelity"] = fidelity_report(evaluator, generated.scores, ceiling, config.masks or config.source)
+            report["models"][name]["mask_fidelity"] = fidelity_report(evaluator, pairs.scores, ceiling, config.masks or config.source)
     if config.export_format:
         report["export"] = str(_export(config, out, report, log))
     report["kid_target"] = "target images" if config.target else "reference images"
@@ -215,8 +182,8 @@ def _fidelity_evaluator(config: AugmentConfig, count: int, device: torch.device)
     """The evaluator (when configured) and its ceiling on the real pairs whose masks are generated from."""
     if not config.evaluator:
         return None, None
-    from .fidelity.metric import score_real_dataset
-    from .fidelity.segmenter import check_independent, load_segmenter
+    from alignflow.fidelity.metric import score_real_dataset
+    from alignflow.fidelity.segmenter import check_independent, load_segmenter
 
     evaluator = load_segmenter(config.evaluator, device)
     if config.train.get("mask_segmenter") and config.train.get("w_mask", 0) > 0:
@@ -225,7 +192,7 @@ def _fidelity_evaluator(config: AugmentConfig, count: int, device: torch.device)
 
 
 def format_report(report: dict[str, Any]) -> str:
-    from .fidelity.metric import format_fidelity
+    from alignflow.fidelity.metric import format_fidelity
 
     lines = [f"KID to the {report['kid_target']} (FID-Inception features; lower is closer to the target):"]
     for name, values in report["models"].items():

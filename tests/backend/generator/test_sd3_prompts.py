@@ -16,8 +16,8 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
-from alignflow.models.generator import GeneratorConfig
-from alignflow.models.sd3 import build_sd3_generator, encode_prompts
+from alignflow.generator.model import GeneratorConfig
+from alignflow.generator.sd3 import build_sd3_generator, encode_prompts
 
 JOINT_DIM = 32  # transformer joint_attention_dim = T5 d_model; must be >= the two CLIP widths together (16 + 16)
 CLIP_HIDDEN = 16

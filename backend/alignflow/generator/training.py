@@ -16,19 +16,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..atomic import atomic_write_json
-from ..data import SegmentationFolder, load_pairs, load_reference_images, scan_dataset, select_references
-from ..device import autocast
-from ..errors import InputError
-from ..models.generator import AlignFlowGenerator, GeneratorConfig, build_generator
-from ..models.latent_codec import LatentCodec, build_codec, channel_statistics
-from ..rewards import AlignmentReward
-from .checkpoint import load_tensors, read_generator_folder, save_generator, save_tensors
-from .events import EventLog, Listener
-from .loop import TrainingRun, seed_everything
-from .alignment_regularization import denoising_with_alignment_regularization
-from .flow_matching import denoising_loss, euler_sample, frozen_euler, interpolate, tunable_jump
-from .config import TrainConfig
+from alignflow.atomic import atomic_write_json
+from alignflow.data import SegmentationFolder, load_pairs, load_reference_images, scan_dataset, select_references
+from alignflow.device import autocast
+from alignflow.errors import InputError
+from alignflow.flow_matching import denoising_loss, euler_sample, frozen_euler, interpolate, tunable_jump
+from alignflow.generator.alignment_regularization import denoising_with_alignment_regularization
+from alignflow.generator.config import TrainConfig
+from alignflow.generator.factory import build_generator
+from alignflow.generator.latent_codec import LatentCodec, build_codec
+from alignflow.generator.model import AlignFlowGenerator, GeneratorConfig
+from alignflow.models.autoencoder import channel_statistics
+from alignflow.rewards import AlignmentReward
+from alignflow.runs.checkpoint import load_tensors, read_generator_folder, save_generator, save_tensors
+from alignflow.runs.events import EventLog, Listener
+from alignflow.runs.loop import TrainingRun, seed_everything
 
 LATENTS_FILE = "latents.safetensors"
 ENCODE_BATCH = 32
@@ -180,7 +182,7 @@ class Trainer(TrainingRun):
             self._prepare_alignment()
 
     def _prepare_alignment(self) -> None:
-        from ..models.feature_encoders import build_feature_encoder
+        from alignflow.models.feature_encoders import build_feature_encoder
 
         config = self.config
         references, self.references_used = _load_references(config, self.model.config.resolution)
@@ -202,9 +204,9 @@ class Trainer(TrainingRun):
 
     def _prepare_mask_reward(self) -> None:
         """L_M's frozen segmenter and the class-id masks of the training pairs (the targets of each step's masks)."""
-        from ..data import load_masks
-        from ..fidelity.segmenter import load_segmenter
-        from ..rewards.mask_consistency import MaskConsistencyReward
+        from alignflow.data import load_masks
+        from alignflow.fidelity.mask_consistency import MaskConsistencyReward
+        from alignflow.fidelity.segmenter import load_segmenter
 
         segmenter = load_segmenter(self.config.mask_segmenter, self.device)
         if segmenter.config.num_classes != self.model.config.num_classes:
@@ -295,7 +297,7 @@ class Trainer(TrainingRun):
 
     # ----------------------------------------------------------------- outputs
     def _write_preview(self, step: int) -> None:
-        from ..data import mask_to_rgb, to_uint8, write_image
+        from alignflow.data import mask_to_rgb, to_uint8, write_image
 
         masks = self.data.preview_masks.to(self.device)
         mask_latents = self.codec.encode_masks(masks) if self.preview_mask_latents is None else self.preview_mask_latents

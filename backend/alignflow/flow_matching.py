@@ -9,12 +9,28 @@ expose.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from ..models.generator import AlignFlowGenerator
+
+class VelocityModel(Protocol):
+    """What the flow needs of a model: v(x_t, t, condition) with classifier-free guidance (the image and mask
+    generators both provide it)."""
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None = None,
+                 keep: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def guided_velocity(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None,
+                        guidance_scale: float) -> torch.Tensor: ...
+
+
+def sample_noise(count: int, shape: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
+    """One generator per sample, so sample i depends only on its seed, not on the batch it falls in."""
+    return torch.stack([torch.randn(*shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds[:count]])
 
 
 def interpolate(x1: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -24,7 +40,7 @@ def interpolate(x1: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.T
 
 
 def denoising_loss(
-    model: AlignFlowGenerator,
+    model: VelocityModel,
     x1: torch.Tensor,
     mask_latents: torch.Tensor,
     *,
@@ -46,7 +62,7 @@ def denoising_loss(
 
 @torch.no_grad()
 def euler_sample(
-    model: AlignFlowGenerator,
+    model: VelocityModel,
     noise: torch.Tensor,
     mask_latents: torch.Tensor,
     *,
@@ -77,8 +93,8 @@ class TunableInference:
 
 
 def partially_tunable_inference(
-    model: AlignFlowGenerator,
-    frozen_model: AlignFlowGenerator,
+    model: VelocityModel,
+    frozen_model: VelocityModel,
     noise: torch.Tensor,
     mask_latents: torch.Tensor,
     start_index: int,
@@ -98,7 +114,7 @@ def partially_tunable_inference(
 
 @torch.no_grad()
 def frozen_euler(
-    frozen_model: AlignFlowGenerator, noise: torch.Tensor, mask_latents: torch.Tensor, steps: int, *, num_steps: int = 20
+    frozen_model: VelocityModel, noise: torch.Tensor, mask_latents: torch.Tensor, steps: int, *, num_steps: int = 20
 ) -> torch.Tensor:
     """Eq. 4: ``steps`` Euler steps of size 1/num_steps from noise with v_theta*, keeping no autograd graph."""
     dt = 1.0 / num_steps
@@ -109,7 +125,7 @@ def frozen_euler(
     return x
 
 
-def tunable_jump(model: AlignFlowGenerator, x_s: torch.Tensor, s: float, mask_latents: torch.Tensor) -> torch.Tensor:
+def tunable_jump(model: VelocityModel, x_s: torch.Tensor, s: float, mask_latents: torch.Tensor) -> torch.Tensor:
     """Eq. 5: x0_hat = x_s + (1 - s) v_theta(x_s, s), the one step that carries gradients."""
     s_vector = torch.full((x_s.shape[0],), s, device=x_s.device, dtype=x_s.dtype)
     return x_s + (1.0 - s) * model.velocity(x_s, s_vector, mask_latents)

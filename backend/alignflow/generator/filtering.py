@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from alignflow.errors import InputError
+from alignflow.progress import ProgressCallback
 
 GenerateFn = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]  # (masks [N, R, R], seeds) -> images [N, 3, R, R]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, masks) -> per-image score [N], higher is better
@@ -86,15 +87,15 @@ class ScoredGeneration:
 
 
 def generate_with_fidelity(generator: Any, masks: torch.Tensor, *, evaluator: Any = None, candidates: int = 1,
-                           seed: int = 0, on_progress: Callable[[int, int], None] | None = None,
+                           seed: int = 0, on_progress: ProgressCallback | None = None,
                            **sampling: Any) -> ScoredGeneration:
     """``generation.generate_images`` for class-id masks, scored by ``evaluator`` (a LoadedSegmenter) when given.
 
     With ``candidates`` K > 1 the evaluator picks the best of K per mask (its Dice); the kept images' Dice and IoU
     and, with K > 1, every candidate's seed and Dice go into the rows for the manifest.
     """
-    from ..generation import generate_images
-    from .metric import score_images
+    from alignflow.fidelity.metric import score_images
+    from alignflow.generator.sampling import generate_images
 
     check_candidates(candidates)
     if candidates > 1 and evaluator is None:
@@ -103,8 +104,9 @@ def generate_with_fidelity(generator: Any, masks: torch.Tensor, *, evaluator: An
     done_before = [0]
 
     def generate(chosen_masks: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
-        report = None if on_progress is None else (lambda done, total: on_progress(done_before[0] + done, count * candidates))
-        return generate_images(generator, chosen_masks, seeds=seeds, on_batch=report, **sampling)
+        report = None if on_progress is None else (
+            lambda stage, done, total: on_progress(stage, done_before[0] + done, count * candidates))
+        return generate_images(generator, chosen_masks, seeds=seeds, on_progress=report, **sampling)
 
     def advance(finished: int, total: int) -> None:
         done_before[0] = finished * count

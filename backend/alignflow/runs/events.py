@@ -36,6 +36,10 @@ class EventLog:
             listener(event)
         return event
 
+    def progress(self, stage: str, done: int, total: int) -> None:
+        """An engine ``on_progress`` callback (``alignflow.progress``) that becomes "progress" events."""
+        self.emit("progress", stage=stage, step=done, total=total)
+
 
 def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:
     """Events written so far; a partly written last line (a reader racing the writer) is skipped."""

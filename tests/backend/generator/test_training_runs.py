@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from alignflow.cli import main
-from alignflow.training.config import TrainConfig
-from alignflow.training.events import read_events
-from alignflow.training.trainer import train
+from alignflow.generator.config import TrainConfig
+from alignflow.generator.training import train
+from alignflow.runs.events import read_events
 
 TINY_MASK_GENERATOR = {"num_layers": 1, "attention_head_dim": 8, "num_attention_heads": 2, "context_tokens": 2}
 TINY_GENERATOR = {"resolution": 32, "num_layers": 2, "controlnet_layers": 1, "attention_head_dim": 8,

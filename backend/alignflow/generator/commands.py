@@ -1,0 +1,106 @@
+"""``alignflow train`` (stage 1), ``alignflow align`` (stage 2) and ``alignflow generate`` (pairs from masks)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from alignflow.cli_helpers import TerminalProgress, add_training_flags, read_options, run_with_progress
+
+
+def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    train = commands.add_parser("train", help="stage 1: train the mask-conditioned generator on the source domain", argument_default=argparse.SUPPRESS)
+    add_training_flags(train)
+    train.add_argument("--init", help="continue from this generator (run folder or generator folder)")
+    train.add_argument("--resolution", type=int, help="image side in pixels (multiple of 8; default 128)")
+    train.add_argument("--w-ar", type=float, help="Alignment Regularization weight (mask head; docs/label-drift.md); 0 = off")
+    add_common_flags(train)
+    train.set_defaults(handler=lambda args: _run_training(args, 1))
+
+    align = commands.add_parser("align", help="stage 2: align the generator to target-domain reference images", argument_default=argparse.SUPPRESS)
+    add_training_flags(align)
+    align.add_argument("--init", help="the stage-1 generator (run folder or generator folder)")
+    align.add_argument("--references", nargs="+", help="folder or files of target-domain reference images")
+    align.add_argument("--num-references", type=int, help="use this many of them (seeded random subset)")
+    align.add_argument("--w-align", type=float)
+    align.add_argument("--t-is", type=int)
+    align.add_argument("--reward", choices=["mmd", "skl"])
+    align.add_argument("--frozen-model", choices=["current", "snapshot"])
+    align.add_argument("--feature-encoder", help="efficientnet-lite0 (default) or dino:<folder or hub id>")
+    align.add_argument("--align-batch-size", type=int)
+    align.add_argument("--w-mask", type=float, help="weight of the mask-consistency loss L_M (docs/label-drift.md); 0 = off")
+    align.add_argument("--mask-segmenter", help="L_M's frozen segmenter (alignflow train-evaluator --role reward)")
+    align.add_argument("--w-ar", type=float, help="Alignment Regularization weight in the denoising term; 0 = off")
+    add_common_flags(align)
+    align.set_defaults(handler=lambda args: _run_training(args, 2))
+
+    generate = commands.add_parser("generate", help="generate images for masks", argument_default=argparse.SUPPRESS)
+    generate.add_argument("--generator", required=True, help="a trained generator (run folder or generator folder)")
+    generate.add_argument("--masks", required=True, help="a dataset folder (images/ + masks/) or a folder of mask files")
+    generate.add_argument("--out", required=True, help="output folder (images/, masks/, manifest.json)")
+    generate.add_argument("--steps", type=int, default=28, help="Euler steps (paper: 28)")
+    generate.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    generate.add_argument("--batch-size", type=int, default=16)
+    generate.add_argument("--limit", type=int, help="at most this many masks")
+    generate.add_argument("--evaluator", help="segmenter (alignflow train-evaluator) scoring each image's mask fidelity into the manifest")
+    generate.add_argument("--candidates", type=int, default=1, help="K images per mask; keep the one --evaluator segments best")
+    add_common_flags(generate)
+    generate.set_defaults(handler=_run_generate)
+
+
+def _run_training(args: argparse.Namespace, stage: int) -> int:
+    from alignflow.generator.config import TrainConfig
+    from alignflow.generator.training import train
+    from alignflow.runs.loop import launched_as_main_process
+
+    values = read_options(args, drop=("resume",))
+    if "resolution" in values:
+        values.setdefault("generator", {})["resolution"] = values.pop("resolution")
+    if "references" in values and isinstance(values["references"], list) and len(values["references"]) == 1:
+        values["references"] = values["references"][0]
+    config = TrainConfig.from_dict({**values, "stage": stage})
+    folder = run_with_progress(lambda listeners: train(config, listeners, resume=getattr(args, "resume", False)))
+    if launched_as_main_process():  # under accelerate launch every process gets here; one line is enough
+        print(f"generator written to {folder}")
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from alignflow.data import list_images, scan_dataset
+    from alignflow.device import resolve_device
+    from alignflow.generator.filtering import check_candidates
+    from alignflow.generator.pairs import generate_pairs
+    from alignflow.generator.sampling import load_generator
+
+    values = read_options(args)
+    check_candidates(values["candidates"])  # before loading anything
+    masks_dir = Path(values["masks"])
+    if (masks_dir / "masks").is_dir():
+        mask_paths = [pair.mask for pair in scan_dataset(masks_dir).pairs]
+    else:
+        mask_paths = list_images(masks_dir)
+    mask_paths = mask_paths[: values.get("limit")] if values.get("limit") else mask_paths
+    device = resolve_device(values.get("device", "auto"))
+    generator = load_generator(values["generator"], device)
+    evaluator = None
+    if values.get("evaluator"):
+        from alignflow.fidelity.segmenter import load_segmenter
+
+        evaluator = load_segmenter(values["evaluator"], device)
+    candidates = values["candidates"]
+    bars = TerminalProgress()
+    try:
+        pairs = generate_pairs(
+            generator, mask_paths, Path(values["out"]), evaluator=evaluator, candidates=candidates,
+            seed=values.get("seed", 0), num_steps=values["steps"], guidance_scale=values["guidance"],
+            batch_size=values["batch_size"], precision=values.get("precision", "fp32"), on_progress=bars.progress,
+        )
+    finally:
+        bars.close()
+    print(f"{len(pairs.stems)} image-mask pairs written to {pairs.folder}")
+    if pairs.scores is not None:
+        best = f"best of {candidates}, " if candidates > 1 else ""
+        print(f"mask fidelity ({best}{evaluator.kind} evaluator): mean Dice {float(pairs.scores.dice.mean()):.3f}, "
+              f"IoU {float(pairs.scores.iou.mean()):.3f}")
+    return 0
