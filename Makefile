@@ -9,14 +9,15 @@ WEIGHTS_DIR := $(or $(ALIGNFLOW_WEIGHTS_DIR),$(wildcard $(SHARED)/weights))
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# The plugin's widget tests need an X server (Xvfb) and the X/GL libraries PyQt5's wheel links against; on Debian 12
-# exactly these packages were missing from a plain image (checked with ldd on Qt's libqxcb.so).
+# The plugin's widget tests need an X server (Xvfb) and the X/GL libraries PyQt6's wheel (the [pyqt6] extra) links
+# against; on Debian 12 exactly these packages were missing from a plain image (checked with ldd on Qt's libqxcb.so, which
+# lists its libraries' libraries too; Qt >= 6.5 also needs libxcb-cursor0).
 QT_APT_PACKAGES := xvfb xauth libgl1 libgl1-mesa-dri libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon-x11-0 \
-	libx11-xcb1 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
-	libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libxcb-sync1 libxcb-shm0 libxcb-util1
-QT_PLATFORM_PLUGIN = $(VENV)/lib/python3*/site-packages/PyQt5/Qt5/plugins/platforms/libqxcb.so
+	libx11-xcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+	libxcb-shape0 libxcb-xkb1 libxcb-xfixes0 libxcb-sync1 libxcb-shm0 libxcb-util1
+QT_PLATFORM_PLUGIN = $(VENV)/lib/python3*/site-packages/PyQt6/Qt6/plugins/platforms/libqxcb.so
 
-.PHONY: demo test install xvfb
+.PHONY: demo test install xvfb lint check-wheels
 
 install: $(STAMP)
 
@@ -25,7 +26,8 @@ $(STAMP): pyproject.toml backend/pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# Pin torch first: an unpinned resolution would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ./backend -e ".[test]"
+	# The plugin names no Qt binding (napari's rule for plugins); set-up installs PyQt6, napari's default binding.
+	$(PY) -m pip install --quiet -e ./backend -e ".[test,pyqt6]"
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), 'torch was replaced: ' + torch.__version__"
 	touch $(STAMP)
 
@@ -38,5 +40,14 @@ xvfb: $(STAMP)
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(QT_APT_PACKAGES); \
 	fi
 
-test: $(STAMP) xvfb
+# Lint (the pre-commit hook's ruff) and the packaging check run with the tests, so CI runs all three.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check backend napari_alignflow tests benchmarks docs tools
+
+# Both wheels built and installed into a fresh venv (build/wheel-venv; its dependencies are reused until the
+# pyproject files change): napari's npe2 finds the manifest and `alignflow --help` runs from the wheel.
+check-wheels: $(STAMP)
+	tools/check_wheels.sh $(PYTHON) build/wheel-venv
+
+test: $(STAMP) xvfb lint check-wheels
 	ALIGNFLOW_SHARED=$(SHARED) ALIGNFLOW_WEIGHTS_DIR=$(SHARED)/weights xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m pytest tests -q

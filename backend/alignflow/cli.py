@@ -24,10 +24,12 @@ from alignflow.masks import commands as masks_commands
 from alignflow.metrics import commands as metrics_commands
 from alignflow.runners import commands as runners_commands
 from alignflow.segmentation import commands as segmentation_commands
+from alignflow.server import commands as server_commands
 
 # In the order of ``alignflow --help``: the main workflow first.
 COMMAND_MODULES = (generator_commands, augment_commands, masks_commands, export_commands, metrics_commands,
-                   fidelity_commands, advisor_commands, segmentation_commands, downstream_commands, runners_commands)
+                   fidelity_commands, advisor_commands, segmentation_commands, downstream_commands, server_commands,
+                   runners_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,10 +27,10 @@ from starlette.background import BackgroundTask
 from alignflow.atomic import atomic_write_json
 from alignflow.errors import InputError
 from alignflow.runners.archives import UPLOAD_KINDS, ArchiveTooLarge, unpack_upload
+from alignflow.runners.auth import token_matches
 from alignflow.runners.base import FINAL_STATES, QUEUED
 from alignflow.runners.local import read_complete_events
 from alignflow.runs.events import EVENTS_FILE, read_events
-from alignflow.server.auth import token_matches
 from alignflow.server.scheduler import Scheduler, new_id
 from alignflow.server.store import JobStore
 

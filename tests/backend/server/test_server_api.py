@@ -11,7 +11,7 @@ import pytest
 from serverkit import TOKEN, dataset_zip, zip_bytes
 
 from alignflow.errors import InputError
-from alignflow.server.auth import TOKEN_ENV, load_token
+from alignflow.runners.auth import TOKEN_ENV, load_token
 
 
 def test_every_endpoint_but_the_docs_needs_the_token(make_server):
