@@ -129,7 +129,7 @@ class GenerationWidget(QWidget):
         self.generate_button = QPushButton("Generate images")
         self.generate_button.clicked.connect(lambda: guarded(self.generate))
 
-        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(50)
         self.opacity.valueChanged.connect(self._style_masks)

@@ -48,7 +48,7 @@ class LabelledSlider(QWidget):
     def __init__(self, minimum: int, maximum: int, value: int, scale: float = 1.0, parent: QWidget | None = None):
         super().__init__(parent)
         self.scale = scale
-        self.slider = QSlider(Qt.Horizontal)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(minimum, maximum)
         self.slider.setValue(value)
         self.label = QLabel()

@@ -14,10 +14,12 @@ from napari.utils.notifications import show_info
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QIcon, QImage, QPixmap
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QListView,
     QListWidget,
     QListWidgetItem,
     QProgressBar,
@@ -48,8 +50,8 @@ class Reference:
 def thumbnail(image: np.ndarray, side: int = THUMBNAIL) -> QIcon:
     height, width = image.shape[:2]
     data = np.ascontiguousarray(image)
-    qimage = QImage(data.data, width, height, 3 * width, QImage.Format_RGB888).copy()  # copy: numpy owns data
-    return QIcon(QPixmap.fromImage(qimage).scaled(side, side, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+    qimage = QImage(data.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()  # copy: numpy owns data
+    return QIcon(QPixmap.fromImage(qimage).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
 
 
 def advise(images: Sequence[np.ndarray], names: Sequence[str], k: int, emit: Callable[[Any], None]) -> Any:
@@ -84,10 +86,10 @@ class ReferencesWidget(QWidget):
         self.worker: Any = None
 
         self.list = QListWidget()
-        self.list.setViewMode(QListWidget.IconMode)
+        self.list.setViewMode(QListView.ViewMode.IconMode)
         self.list.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
-        self.list.setResizeMode(QListWidget.Adjust)
-        self.list.setSelectionMode(QListWidget.ExtendedSelection)
+        self.list.setResizeMode(QListView.ResizeMode.Adjust)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.list.setMinimumHeight(2 * THUMBNAIL + 40)
         self.count_label = QLabel()
         self.warning_label = QLabel(ONE_REFERENCE_WARNING)

