@@ -114,12 +114,15 @@ def partially_tunable_inference(
 
 @torch.no_grad()
 def frozen_euler(
-    frozen_model: VelocityModel, noise: torch.Tensor, mask_latents: torch.Tensor, steps: int, *, num_steps: int = 20
+    frozen_model: VelocityModel, noise: torch.Tensor, mask_latents: torch.Tensor, steps: int, *, num_steps: int = 20,
+    start_step: int = 0,
 ) -> torch.Tensor:
-    """Eq. 4: ``steps`` Euler steps of size 1/num_steps from noise with v_theta*, keeping no autograd graph."""
+    """Eq. 4: Euler steps of size 1/num_steps with v_theta* up to step ``steps`` (t = steps / num_steps), keeping no
+    autograd graph. From noise, or with ``start_step`` > 0 from a point x_t0 already on the way (t0 = start_step /
+    num_steps; stage 2 in translation mode starts from a noised real latent there)."""
     dt = 1.0 / num_steps
     x = noise
-    for step in range(steps):
+    for step in range(start_step, steps):
         t = torch.full((x.shape[0],), step * dt, device=x.device, dtype=x.dtype)
         x = x + dt * frozen_model.velocity(x, t, mask_latents)
     return x

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from alignflow.cli_helpers import TerminalProgress, add_training_flags, read_options, run_with_progress
 
+DEFAULT_STRENGTH = 0.5  # generate --from-images: half way between the source image and generation from noise
+
 
 def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
     train = commands.add_parser("train", help="stage 1: train the mask-conditioned generator on the source domain", argument_default=argparse.SUPPRESS)
@@ -32,6 +34,8 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
     align.add_argument("--w-mask", type=float, help="weight of the mask-consistency loss L_M (docs/label-drift.md); 0 = off")
     align.add_argument("--mask-segmenter", help="L_M's frozen segmenter (alignflow train-evaluator --role reward)")
     align.add_argument("--w-ar", type=float, help="Alignment Regularization weight in the denoising term; 0 = off")
+    align.add_argument("--translation-strength", type=float,
+                       help="translation mode: start each trajectory from its pair's real latent noised to t = 1 - s (default off: from noise)")
     add_common_flags(align)
     align.set_defaults(handler=lambda args: _run_training(args, 2))
 
@@ -45,6 +49,10 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
     generate.add_argument("--limit", type=int, help="at most this many masks")
     generate.add_argument("--evaluator", help="segmenter (alignflow train-evaluator) scoring each image's mask fidelity into the manifest")
     generate.add_argument("--candidates", type=int, default=1, help="K images per mask; keep the one --evaluator segments best")
+    generate.add_argument("--from-images", action="store_true",
+                          help="translate each real image of --masks (a dataset folder) under its own mask instead of generating from noise")
+    generate.add_argument("--strength", type=float, help="translation strength s in [0, 1] with --from-images (default 0.5): "
+                          "0 keeps the source image, 1 is generation from noise")
     add_common_flags(generate)
     generate.set_defaults(handler=_run_generate)
 
@@ -69,18 +77,25 @@ def _run_training(args: argparse.Namespace, stage: int) -> int:
 def _run_generate(args: argparse.Namespace) -> int:
     from alignflow.data import list_images, scan_dataset
     from alignflow.device import resolve_device
+    from alignflow.errors import InputError
     from alignflow.generator.filtering import check_candidates
     from alignflow.generator.pairs import generate_pairs
     from alignflow.generator.sampling import load_generator
 
     values = read_options(args)
     check_candidates(values["candidates"])  # before loading anything
+    translation = _translation_options(values)  # before loading anything
     masks_dir = Path(values["masks"])
+    if translation and not (masks_dir / "images").is_dir():
+        raise InputError("--masks", "a dataset folder with images/ and masks/ when --from-images is given", str(masks_dir))
+    limit = values.get("limit") or None
     if (masks_dir / "masks").is_dir():
-        mask_paths = [pair.mask for pair in scan_dataset(masks_dir).pairs]
+        pairs_found = scan_dataset(masks_dir).pairs[:limit]
+        mask_paths = [pair.mask for pair in pairs_found]
+        if translation:  # each real image is translated under its own mask
+            translation["source_images"] = [pair.image for pair in pairs_found]
     else:
-        mask_paths = list_images(masks_dir)
-    mask_paths = mask_paths[: values.get("limit")] if values.get("limit") else mask_paths
+        mask_paths = list_images(masks_dir)[:limit]
     device = resolve_device(values.get("device", "auto"))
     generator = load_generator(values["generator"], device)
     evaluator = None
@@ -95,6 +110,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             generator, mask_paths, Path(values["out"]), evaluator=evaluator, candidates=candidates,
             seed=values.get("seed", 0), num_steps=values["steps"], guidance_scale=values["guidance"],
             batch_size=values["batch_size"], precision=values.get("precision", "fp32"), on_progress=bars.progress,
+            **translation,
         )
     finally:
         bars.close()
@@ -104,3 +120,16 @@ def _run_generate(args: argparse.Namespace) -> int:
         print(f"mask fidelity ({best}{evaluator.kind} evaluator): mean Dice {float(pairs.scores.dice.mean()):.3f}, "
               f"IoU {float(pairs.scores.iou.mean()):.3f}")
     return 0
+
+
+def _translation_options(values: dict) -> dict:
+    """``strength`` for generate_pairs with --from-images (source images are added once the dataset is read); {}
+    without it. A --strength without --from-images is refused: there would be nothing to translate."""
+    from alignflow.errors import InputError
+    from alignflow.generator.sampling import check_strength
+
+    if not values.get("from_images"):
+        if "strength" in values:
+            raise InputError("--strength", "--from-images as well (the strength of translating real images)", "no --from-images")
+        return {}
+    return {"strength": check_strength(values.get("strength", DEFAULT_STRENGTH))}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from alignflow.config import DictConfig
+from alignflow.config import DictConfig, section
 from alignflow.errors import InputError
 
 # Default learning rates of the compact model trained from scratch: stage 1 learns the source domain; stage 2 only
@@ -45,6 +45,11 @@ class TrainConfig(DictConfig):
     reward: str = "mmd"  # "mmd" or "skl"
     frozen_model: str = "current"  # v_theta*: "current" weights under no_grad, or a "snapshot" taken at stage start
     feature_encoder: str = "efficientnet-lite0"
+    # Stage 2 in translation mode: None = off (trajectories start from noise, Algorithm 1). A strength s in (0, 1]
+    # starts each trajectory from its pair's real latent noised to t0 = 1 - s (Eq. 2, the translation of
+    # sampling.generate_images); k is then drawn from [max(t_is, k0), num_align_steps - 1] with k0 = t0 *
+    # num_align_steps, so the reward grades exactly the images `generate --from-images --strength s` exports.
+    translation_strength: float | None = None
     # Label drift (docs/label-drift.md)
     w_ar: float = 0.0  # Alignment Regularization in every denoising step (adds the generator's mask head); 0 = off
     w_mask: float = 0.0  # stage 2: weight of the mask-consistency loss L_M; 0 = off (ignored in stage 1)
@@ -57,7 +62,7 @@ class TrainConfig(DictConfig):
     checkpoint_every: int = 200
     preview_every: int = 200
     log_every: int = 10
-    generator: dict[str, Any] = field(default_factory=dict)  # GeneratorConfig overrides (stage 1)
+    generator: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.generator.model:GeneratorConfig"))  # GeneratorConfig overrides (stage 1)
 
     @property
     def learning_rate(self) -> float:
@@ -82,6 +87,8 @@ class TrainConfig(DictConfig):
                 raise InputError("--references", "a folder or files of target-domain reference images", "nothing")
             if not 0 <= self.t_is < self.num_align_steps:
                 raise InputError("t_is", f"an integer in [0, {self.num_align_steps - 1}]", str(self.t_is))
+            if self.translation_strength is not None:
+                self._check_translation_strength()
             if self.align_batch_size < 2 and self.reward == "mmd":
                 raise InputError("align_batch_size", "at least 2 (the unbiased MMD needs 2 samples)", str(self.align_batch_size))
         if self.reward not in ("mmd", "skl"):
@@ -96,3 +103,14 @@ class TrainConfig(DictConfig):
                 raise InputError(name, "a finite weight >= 0 (0 turns the term off)", repr(value))
         if self.w_mask > 0 and not self.mask_segmenter:
             raise InputError("--mask-segmenter", "the reward segmenter (alignflow train-evaluator --role reward) when w_mask > 0", "nothing")
+
+    def _check_translation_strength(self) -> None:
+        """s must leave at least one Euler step of the alignment grid between t0 = 1 - s and t = 1 to tune."""
+        strength, steps = self.translation_strength, self.num_align_steps
+        expected = f"a translation strength in (0, 1] that leaves at least one of the {steps} Euler steps (s > {0.5 / steps:g})"
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+            raise InputError("translation_strength", expected, repr(strength))
+        from alignflow.generator.sampling import translation_start_step  # torch: only when it is used
+
+        if translation_start_step(strength, steps) > steps - 1:
+            raise InputError("translation_strength", expected, repr(strength))

@@ -26,6 +26,7 @@ from alignflow.generator.config import TrainConfig
 from alignflow.generator.factory import build_generator
 from alignflow.generator.latent_codec import LatentCodec, build_codec
 from alignflow.generator.model import AlignFlowGenerator, GeneratorConfig
+from alignflow.generator.sampling import noised_source, translation_start_step
 from alignflow.models.autoencoder import channel_statistics
 from alignflow.rewards import AlignmentReward
 from alignflow.runs.checkpoint import load_tensors, read_generator_folder, save_generator, save_tensors
@@ -127,6 +128,18 @@ def denoising_loss_on_rows(model: AlignFlowGenerator, x1: torch.Tensor, mask_lat
     return F.mse_loss(prediction.float(), (x1 - eps).float())
 
 
+@dataclass
+class AlignmentStep:
+    """One partially tunable inference of stage 2 and its reward (Algorithm 1, lines 9-20)."""
+
+    loss: torch.Tensor
+    k: int  # the tunable step: x_s at s = k / num_align_steps
+    images: torch.Tensor  # the decoded one-step estimates x0_hat (on the graph)
+    index: torch.Tensor  # the pairs whose masks (and, in translation mode, latents) were used
+    x_s: torch.Tensor  # where the frozen steps stopped (no graph)
+    start_step: int  # where the frozen steps started: 0 (noise) or k0 of the translation strength
+
+
 def _load_references(config: TrainConfig, resolution: int) -> tuple[torch.Tensor, list[str]]:
     source = config.references
     if isinstance(source, list) and len(source) == 1:
@@ -195,6 +208,10 @@ class Trainer(TrainingRun):
         # v_theta*: by default the current weights, run without gradients (Algorithm 1 freezes them for the k
         # no-grad steps only); "snapshot" keeps the weights from the start of stage 2 for those steps instead.
         self.frozen = self.model
+        # Translation mode starts the frozen steps at k0 from the noised real latents; 0 = from noise (Algorithm 1).
+        self.translation_start = 0
+        if config.translation_strength is not None:
+            self.translation_start = translation_start_step(config.translation_strength, config.num_align_steps)
         if config.frozen_model == "snapshot":
             # Rebuilt from the stage-1 weights (not copied from the current ones), so a resumed run keeps the same v_theta*.
             snapshot, _ = _generator_for_run(config, self.model.config.num_classes, self.device)
@@ -247,19 +264,23 @@ class Trainer(TrainingRun):
         self.timer.add("denoising_ar_backward", time.perf_counter() - started)
         return {"loss": loss.item(), "loss_denoising": denoising.item(), "loss_ar": regularization.item()}
 
-    def _alignment_loss(self) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    def _alignment_loss(self) -> AlignmentStep:
         """Algorithm 1 lines 9-20: partially tunable inference, decode, features, MMD (or SKL).
 
-        Returns the loss, k, and the decoded images with the indices of their masks (for L_M).
+        In translation mode (``translation_strength``) the frozen steps start at k0 from the chosen pairs' own
+        latents noised by Eq. 2 instead of at 0 from noise; the graded step is the same one model call either way.
         """
         config = self.config
         index = torch.randint(0, self.mask_latents.shape[0], (config.align_batch_size,))
         masks = self.mask_latents[index]
-        k = int(torch.randint(config.t_is, config.num_align_steps, (1,)))
+        start_step = self.translation_start
+        k = int(torch.randint(max(config.t_is, start_step), config.num_align_steps, (1,)))
         noise = torch.randn(masks.shape[0], *self.image_latents.shape[1:], device=self.device)
         started = time.perf_counter()
         with autocast(self.device, config.precision):
-            x_s = frozen_euler(self.frozen, noise, masks, k, num_steps=config.num_align_steps)
+            if start_step > 0:
+                noise = noised_source(self.image_latents[index], noise, start_step, config.num_align_steps)
+            x_s = frozen_euler(self.frozen, noise, masks, k, num_steps=config.num_align_steps, start_step=start_step)
         self.timer.add("align_nograd_steps", time.perf_counter() - started)
         started = time.perf_counter()
         with autocast(self.device, config.precision):
@@ -273,14 +294,15 @@ class Trainer(TrainingRun):
         with autocast(self.device, config.precision):
             loss = self.reward(images.float())
         self.timer.add("align_features", time.perf_counter() - started)
-        return loss, k, images, index
+        return AlignmentStep(loss, k, images, index, x_s, start_step)
 
     def _step(self) -> dict[str, float]:
         return self._stage1_step() if self.config.stage == 1 else self._stage2_step()
 
     def _stage2_step(self) -> dict[str, float]:
         terms = self._stage1_step()
-        alignment, k, images, index = self._alignment_loss()
+        step = self._alignment_loss()
+        alignment, k, images, index = step.loss, step.k, step.images, step.index
         loss = self.config.w_align * alignment
         if self.mask_reward is not None:
             # L_M on the same decoded one-step estimate: no extra sampling, the gradient passes the graded step only.
@@ -325,6 +347,7 @@ class Trainer(TrainingRun):
             "init": self.config.init,
             "alignment_regularization": self.config.w_ar or None,
             "mask_segmenter": self.config.mask_segmenter if self.config.stage == 2 and self.config.w_mask > 0 else None,
+            "translation_strength": self.config.translation_strength if self.config.stage == 2 else None,
             "train_seconds": seconds + float(self.init_info.get("train_seconds", 0.0)) if self.config.init else seconds,
             "history": [*self.init_info.get("history", []), {"stage": self.config.stage, "steps": step, "seconds": seconds}],
         }
