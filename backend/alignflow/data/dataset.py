@@ -17,8 +17,10 @@ import torch
 
 from alignflow.data.io import (
     is_image_file,
+    quote_values,
     read_image,
     read_mask,
+    read_mask_and_stored_values,
     read_size,
     resize_image,
     resize_mask,
@@ -100,23 +102,24 @@ def _match(images: dict[str, Path], masks: dict[str, Path], problems: list[tuple
     return [Pair(stem, images[stem], masks[stem]) for stem in sorted(images.keys() & masks.keys())]
 
 
-def _check_pair(pair: Pair) -> tuple[list[tuple[Path, str]], np.ndarray]:
-    """Problems of one pair and the class ids present in its mask (the image is only read up to its header)."""
+def _check_pair(pair: Pair) -> tuple[list[tuple[Path, str]], np.ndarray, tuple[int, ...] | None]:
+    """Problems of one pair, the class ids present in its mask and the values stored in the mask file (None when it
+    could not be read); the image is only read up to its header."""
     problems: list[tuple[Path, str]] = []
-    image_shape = mask_ids = None
+    image_shape = mask_ids = stored = None
     try:
         image_shape = read_size(pair.image)
     except InputError as err:
         problems.append((pair.image, _reason(err)))
     try:
-        mask_ids = read_mask(pair.mask)
+        mask_ids, stored = read_mask_and_stored_values(pair.mask)
     except InputError as err:
         problems.append((pair.mask, _reason(err)))
     if mask_ids is None:
-        return problems, np.zeros(0, np.uint8)
+        return problems, np.zeros(0, np.uint8), None
     if image_shape is not None and mask_ids.shape != image_shape:
         problems.append((pair.mask, f"mask size {_hw(mask_ids.shape)} differs from image size {_hw(image_shape)}"))
-    return problems, unique_values(mask_ids)
+    return problems, unique_values(mask_ids), stored
 
 
 def _reason(err: InputError) -> str:
@@ -152,11 +155,40 @@ def scan_dataset(root: Path | str, *, check_masks: bool = True, max_problems: in
 
 def _check_pairs(pairs: Sequence[Pair], problems: list[tuple[Path, str]]) -> tuple[int, ...]:
     seen = np.zeros(256, dtype=bool)
+    stored: list[tuple[Path, tuple[int, ...]]] = []
     with ThreadPoolExecutor(_READ_THREADS) as pool:
-        for pair_problems, values in pool.map(_check_pair, pairs):
+        for pair, (pair_problems, values, stored_values) in zip(pairs, pool.map(_check_pair, pairs)):
             problems.extend(pair_problems)
             seen[values] = True
+            if stored_values is not None:
+                stored.append((pair.mask, stored_values))
+    problems.extend(class_problems(stored))
     return tuple(int(v) for v in np.flatnonzero(seen))
+
+
+def class_problems(stored: Sequence[tuple[Path, tuple[int, ...]]]) -> list[tuple[Path, str]]:
+    """Masks whose values do not fit the dataset's classes, judged from the values stored in all its mask files.
+
+    One file alone cannot tell a stray value from a class: {0, 128} is two valid class ids. The dataset can:
+
+    * a dataset with 0/255 masks is binary: every mask holds 0 and 255 (or 0 and 1) only, so a mask with a stray
+      128, or a 0..7 mask, is named with its values (it would otherwise turn the set into 129 or 8 classes);
+    * otherwise the values are class ids 0..K-1. A few unused ids are fine ({0, 2}: a disc-and-cup set with the cup
+      only; export renumbers them), but more missing ids than present ones mean stray values, not classes: a set of
+      0/1 masks with one 0/128 mask is not a 129-class set, and the masks holding ids past the first gap are named.
+    """
+    binary_255 = [path for path, values in stored if 255 in values and set(values) <= {0, 255}]
+    if binary_255:
+        return [(path, f"values {quote_values(values)} in a binary dataset (masks such as {binary_255[0].name} hold 0/255): "
+                       "a binary mask holds 0 and 255 (or 0 and 1) only; convert this one, or store every mask as class ids 0..K-1")
+                for path, values in stored if not (set(values) <= {0, 255} or set(values) <= {0, 1})]
+    present = sorted({value for _, values in stored for value in values})
+    missing = sorted(set(range(present[-1] + 1)) - set(present)) if present else []
+    if len(missing) <= len(present):
+        return []
+    return [(path, f"class ids {quote_values(values)}, but no mask of the dataset holds {quote_values(missing)}: class ids "
+                   f"must be 0, 1, ..., K-1 (binary masks 0/255 or 0/1); map these values to consecutive ids")
+            for path, values in stored if max(values, default=0) > missing[0]]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -203,10 +235,12 @@ def load_masks(paths: Sequence[Path | str], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(loaded)).long()
 
 
-def random_flips(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal and vertical flips, the same for an image and its mask (drawn per sample)."""
+def random_flips(images: torch.Tensor, masks: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal and vertical flips, the same for an image and its mask (drawn per sample, from
+    ``generator`` or torch's global one)."""
     for axis in (-1, -2):
-        chosen = torch.rand(images.shape[0]) < 0.5
+        chosen = torch.rand(images.shape[0], generator=generator) < 0.5
         images = torch.where(chosen[:, None, None, None], images.flip(axis), images)
         masks = torch.where(chosen[:, None, None], masks.flip(axis), masks)
     return images, masks

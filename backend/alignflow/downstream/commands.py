@@ -28,6 +28,13 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
     parser.add_argument("--steps", type=int, help="training steps on the real (+ synthetic) mix (default 1500)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="learning rate (default: 1e-3 unet, 3e-4 segformer, 1e-4 medflowseg)")
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], help="after the warm-up: constant (default) or cosine decay to 0")
+    parser.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up over the first N steps (default 0)")
+    parser.add_argument("--ema-decay", type=float, help="score an exponential moving average of the weights, e.g. 0.99 (default: off)")
+    parser.add_argument("--paired-batches", action="store_true",
+                        help="batches and flips depend only on seed and step: arms with one seed differ only in their synthetic share")
+    parser.add_argument("--validation", action="append", metavar="NAME=DIR", help="a labelled set for the learning curve (repeatable)")
+    parser.add_argument("--validate-every", type=int, help="score the model on --validation every N steps (results.json curve)")
     parser.add_argument("--resolution", type=int, help="side of the square that training and scoring happen at (default 128)")
     parser.add_argument("--max-pairs", type=int, help="at most the first N pairs of --train and of --synthetic")
     parser.add_argument("--resume", action="store_true", help="continue an unfinished evaluation in --out")
@@ -35,7 +42,7 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
     parser.set_defaults(handler=_run_evaluate_segmentation)
 
 
-def parse_test_sets(values: list[str] | dict[str, str]) -> dict[str, str]:
+def parse_test_sets(values: list[str] | dict[str, str], flag: str = "--test") -> dict[str, str]:
     """``NAME=DIR`` flags (or a config file's mapping) as {name: folder}."""
     if isinstance(values, dict):
         return {str(name): str(folder) for name, folder in values.items()}
@@ -43,9 +50,9 @@ def parse_test_sets(values: list[str] | dict[str, str]) -> dict[str, str]:
     for value in values:
         name, sep, folder = value.partition("=")
         if not sep or not name or not folder:
-            raise InputError("--test", "NAME=DIR (a name for the test set, then its folder)", repr(value))
+            raise InputError(flag, "NAME=DIR (a name for the set, then its folder)", repr(value))
         if name in sets:
-            raise InputError("--test", "a different name for every test set", f"{name!r} twice")
+            raise InputError(flag, "a different name for every set", f"{name!r} twice")
         sets[name] = folder
     return sets
 
@@ -72,11 +79,15 @@ def _run_evaluate_segmentation(args: argparse.Namespace) -> int:
     from alignflow.cli_helpers import read_options, run_with_progress
     from alignflow.downstream.config import DownstreamConfig
     from alignflow.downstream.evaluate import RESULTS_FILE, evaluate_segmentation
+    from alignflow.runs.outputs import check_not_inputs
 
     values = read_options(args, drop=("resume",))
-    if "test" in values:
-        values["test"] = parse_test_sets(values["test"])
+    for key in ("test", "validation"):
+        if key in values:
+            values[key] = parse_test_sets(values[key], f"--{key}")
     config = DownstreamConfig.from_dict(values)
+    # Its --out is a run folder (resumable, like train's): never one that is or holds the pairs it reads.
+    check_not_inputs(config.out, {key: value for key, value in config.to_dict().items() if key != "out"})
     results = run_with_progress(lambda listeners: evaluate_segmentation(config, listeners, resume=getattr(args, "resume", False)))
     print(format_results(results))
     print(f"results written to {Path(config.out) / RESULTS_FILE}")

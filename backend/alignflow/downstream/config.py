@@ -3,6 +3,7 @@ which test sets."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ MODELS = ("unet", "segformer", "medflowseg")
 # Learning rates when ``lr`` is not given: the evaluator's for the UNet, a from-scratch transformer's for SegFormer,
 # the paper's (Section 4.2) for MedFlowSeg.
 DEFAULT_LR = {"unet": 1e-3, "segformer": 3e-4, "medflowseg": 1e-4}
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def check_feedback_temperature(temperature: float) -> None:
@@ -31,6 +33,12 @@ class DownstreamConfig(DictConfig):
     ``synthetic_share``: None draws every batch uniformly from the union of real and synthetic pairs; a fraction s
     in [0, 1) makes s of every batch synthetic (in expectation when s x batch_size is not a whole number).
     ``pretrain_synthetic_steps``: first this many steps on synthetic pairs only, then ``steps`` on the mix.
+
+    The precise judge (docs/downstream.md, "Comparing arms"): ``lr_schedule`` cosine with ``warmup_steps``, an EMA
+    of the weights (``ema_decay``; the EMA is what is exported and scored), ``paired_batches`` (batches and flips
+    depend only on seed and step, so arms with one seed share initial weights, data order and flips, and the
+    synthetic share is their only difference) and a learning curve on ``validation`` sets every ``validate_every``
+    steps (results.json ``curve``), to fix the number of steps on source data, never on the target test set.
     """
 
     config_name = "downstream config"
@@ -55,6 +63,12 @@ class DownstreamConfig(DictConfig):
     steps: int = 1500
     batch_size: int = 16
     lr: float | None = None  # None: the model's default (DEFAULT_LR)
+    lr_schedule: str = "constant"  # after the warm-up: "constant" or "cosine" (decay to 0 at the last step)
+    warmup_steps: int = 0  # linear warm-up from 0 to lr over the first steps
+    ema_decay: float | None = None  # exponential moving average of the weights (None: off; e.g. 0.99)
+    paired_batches: bool = False
+    validation: dict[str, str] = field(default_factory=dict)  # learning-curve sets: name -> labelled folder
+    validate_every: int = 0  # score the (EMA) model on ``validation`` every N steps (0: never)
     weight_decay: float = 1e-4  # unet and segformer (MedFlowSeg keeps its own, 0)
     resolution: int = 128  # training and test images and masks are squashed to this square side
     max_pairs: int | None = None  # at most the first N pairs of train and of synthetic (quick runs)
@@ -98,6 +112,7 @@ class DownstreamConfig(DictConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"--{name.replace('_', '-')}", "a positive integer", repr(value))
+        self._validate_judge()
         if self.max_pairs is not None and self.max_pairs < 1:
             raise InputError("--max-pairs", "a positive integer", str(self.max_pairs))
         if self.lr is not None and self.lr <= 0:
@@ -119,6 +134,45 @@ class DownstreamConfig(DictConfig):
             if self.model == "medflowseg":
                 raise InputError("--w-feedback", "0 for --model medflowseg (it samples masks, it has no logits to feed back)",
                                  str(self.w_feedback))
+
+    def _validate_judge(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError("--lr-schedule", f"one of {', '.join(LR_SCHEDULES)}", repr(self.lr_schedule))
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.total_steps:
+            raise InputError("--warmup-steps", f"an integer in [0, {self.total_steps}) (the run's steps)", repr(self.warmup_steps))
+        if self.ema_decay is not None and not 0.0 < float(self.ema_decay) < 1.0:
+            raise InputError("--ema-decay", "a decay in (0, 1), e.g. 0.99 (or none: no EMA)", str(self.ema_decay))
+        if isinstance(self.validate_every, bool) or not isinstance(self.validate_every, int) or self.validate_every < 0:
+            raise InputError("--validate-every", "a non-negative integer (0: no learning curve)", repr(self.validate_every))
+        if not isinstance(self.validation, dict):
+            raise InputError("--validation", "NAME=FOLDER learning-curve sets", repr(self.validation))
+        if self.validate_every and not self.validation:
+            raise InputError("--validate-every", "--validation (a labelled set to score the learning curve on)", "no --validation")
+        for name, folder in self.validation.items():
+            if not name or "/" in name or not all((Path(folder) / sub).is_dir() for sub in ("images", "masks")):
+                raise InputError(f"--validation {name}={folder}", "a name without '/' and a labelled dataset folder with images/ and masks/")
+        if self.paired_batches and self.synthetic and self.synthetic_share is None:
+            raise InputError("--paired-batches", "--synthetic-share (paired arms differ by a fixed synthetic share of each batch)", "no --synthetic-share")
+        judge = {"--lr-schedule": self.lr_schedule != "constant", "--warmup-steps": self.warmup_steps > 0,
+                 "--ema-decay": self.ema_decay is not None, "--paired-batches": self.paired_batches, "--validate-every": self.validate_every > 0}
+        used = [flag for flag, on in judge.items() if on]
+        if used and self.model == "medflowseg":
+            raise InputError(used[0], "its default for --model medflowseg (MedFlowSeg's own trainer has its own EMA and schedule)", "set")
+
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of optimisation step ``step`` (1, 2, ... total_steps): linear warm-up to ``lr`` over
+        ``warmup_steps``, then ``lr`` (constant) or a half cosine from ``lr`` to 0 at the step after the last.
+
+        A pure function of the step rather than a torch LR scheduler: nothing to checkpoint, and a resumed run gets
+        exactly the rates of an uninterrupted one.
+        """
+        base, warmup = self.learning_rate, self.warmup_steps
+        if step <= warmup:
+            return base * step / warmup
+        if self.lr_schedule == "constant":
+            return base
+        progress = (step - warmup) / (self.total_steps - warmup + 1)
+        return base * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @property
     def feedback(self) -> bool:

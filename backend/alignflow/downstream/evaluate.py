@@ -2,7 +2,8 @@
 
     OUT/splits.json      the exact training, synthetic and test files used (resolved paths), so the run is reproducible
     OUT/results.json     per test set: mean/std of Dice, IoU, HD95 (+ undefined count), per class, per image; the
-                         training time and the config
+                         training time and the config; with --validate-every the learning curve (``curve``: one row
+                         per validation step, the mean Dice of every validation set)
     OUT/predictions/NAME/STEM.png   predicted class ids at the scoring resolution (binary: 0/255)
     OUT/model/ (unet, segformer) or OUT/segmenter/ (medflowseg)        the trained model
     OUT/config.json, events.jsonl, checkpoints/, previews/, summary.json   the training run, as every run
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,9 @@ from alignflow.device import autocast, resolve_device
 from alignflow.downstream.config import DownstreamConfig
 from alignflow.downstream.metrics import score_segmentations, summarize_scores
 from alignflow.downstream.models import load_model
-from alignflow.downstream.training import DownstreamTrainer, TrainingPairs
+from alignflow.downstream.training import VALIDATION_EVENT, DownstreamTrainer, TrainingPairs
 from alignflow.errors import InputError, check_known_keys
-from alignflow.runs.events import EventLog, Listener
+from alignflow.runs.events import EventLog, Listener, read_events
 
 RESULTS_FILE = "results.json"
 SPLITS_FILE = "splits.json"
@@ -59,13 +61,15 @@ def evaluate_segmentation(config: DownstreamConfig, listeners: list[Listener] | 
         raise InputError(out, "a new output folder (this one holds an unfinished evaluation: add --resume to continue it, or choose another --out)")
     train, synthetic = scan_dataset(Path(config.train)), scan_dataset(Path(config.synthetic)) if config.synthetic else None
     tests = {name: _scan_test(name, folder) for name, folder in config.test.items()}
-    num_classes = max(folder.num_classes for folder in [train, *([synthetic] if synthetic else []), *tests.values()])
+    validation = {name: _scan_test(name, folder, "--validation") for name, folder in config.validation.items()}
+    num_classes = max(folder.num_classes for folder in [train, *([synthetic] if synthetic else []), *tests.values(), *validation.values()])
     train_count = _count(train, config.max_pairs)
     synthetic_count = _count(synthetic, config.max_pairs) if synthetic else 0
-    _write_splits(out, config, train, train_count, synthetic, synthetic_count, tests, resume)
+    _write_splits(out, config, train, train_count, synthetic, synthetic_count, tests, resume, validation)
     pairs = TrainingPairs(*load_pairs(train, config.resolution, range(train_count)),
                           *(load_pairs(synthetic, config.resolution, range(synthetic_count)) if synthetic
-                            else _no_pairs(config.resolution)), num_classes)
+                            else _no_pairs(config.resolution)), num_classes,
+                          {name: load_pairs(folder, config.resolution) for name, folder in validation.items()})
     if config.model == "medflowseg":
         predict, model_folder = _train_medflowseg(config, pairs, listeners, resume)
     else:
@@ -80,6 +84,7 @@ def evaluate_segmentation(config: DownstreamConfig, listeners: list[Listener] | 
         "test": scores, "train_seconds": summary["seconds"], "peak_memory_mb": summary.get("peak_memory_mb"),
         "model": config.model, "model_folder": str(model_folder), "num_classes": num_classes, "resolution": config.resolution,
         "real_pairs": train_count, "synthetic_pairs": synthetic_count, "config": _comparable(config),
+        **({"curve": learning_curve(out)} if config.validate_every else {}),
     }
     atomic_write_json(out / RESULTS_FILE, results)
     log.emit("done", stage="test", total=len(tests), results=str(out / RESULTS_FILE),
@@ -87,15 +92,29 @@ def evaluate_segmentation(config: DownstreamConfig, listeners: list[Listener] | 
     return results
 
 
+def learning_curve(out: Path) -> list[dict[str, Any]]:
+    """The validation events of the run in ``out``, one row per step ({"step": n, NAME: mean Dice, ...}); a step
+    validated twice (the run was resumed from an earlier checkpoint) keeps its last value (they are equal)."""
+    rows = {event["step"]: {"step": event["step"], **event["dice"]} for event in read_events(out)
+            if event.get("type") == VALIDATION_EVENT}
+    return [rows[step] for step in sorted(rows)]
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(DownstreamConfig)}  # type: ignore[misc]
+
+
 def _comparable(config: DownstreamConfig | dict[str, Any]) -> dict[str, Any]:
     """A config as results.json stores it (JSON types, data folders as absolute paths), to tell whether a stored
     result belongs to a config however its folders were spelled (results stored with relative paths included)."""
-    values = json.loads(json.dumps(config if isinstance(config, dict) else config.to_dict(), default=str))
+    # Options added since a result was stored count as their defaults (which is what that run used).
+    values = json.loads(json.dumps({**_defaults(), **(config if isinstance(config, dict) else config.to_dict())}, default=str))
     for key in ("train", "synthetic", "feedback_generator"):
         if values.get(key):
             values[key] = str(Path(values[key]).resolve())
-    if isinstance(values.get("test"), dict):
-        values["test"] = {name: str(Path(folder).resolve()) for name, folder in values["test"].items()}
+    for key in ("test", "validation"):
+        if isinstance(values.get(key), dict):
+            values[key] = {name: str(Path(folder).resolve()) for name, folder in values[key].items()}
     return values
 
 
@@ -112,11 +131,11 @@ def _finished_results(out: Path, config: DownstreamConfig) -> dict[str, Any] | N
     return results
 
 
-def _scan_test(name: str, folder: str) -> SegmentationFolder:
+def _scan_test(name: str, folder: str, flag: str = "--test") -> SegmentationFolder:
     try:
         return scan_dataset(Path(folder))
     except InputError as error:
-        raise InputError(f"--test {name}={folder}", "a labelled dataset folder with images/ and masks/", str(error)) from None
+        raise InputError(f"{flag} {name}={folder}", "a labelled dataset folder with images/ and masks/", str(error)) from None
 
 
 def _count(folder: SegmentationFolder, max_pairs: int | None) -> int:
@@ -132,10 +151,13 @@ def _files(folder: SegmentationFolder, count: int) -> list[dict[str, str]]:
 
 
 def _write_splits(out: Path, config: DownstreamConfig, train: SegmentationFolder, train_count: int,
-                  synthetic: SegmentationFolder | None, synthetic_count: int, tests: dict[str, SegmentationFolder], resume: bool) -> None:
+                  synthetic: SegmentationFolder | None, synthetic_count: int, tests: dict[str, SegmentationFolder], resume: bool,
+                  validation: dict[str, SegmentationFolder]) -> None:
     """OUT/splits.json; a resumed run must find the same files it started with."""
     splits = {"train": _files(train, train_count), "synthetic": _files(synthetic, synthetic_count) if synthetic else [],
               "test": {name: _files(folder, len(folder)) for name, folder in tests.items()}}
+    if validation:
+        splits["validation"] = {name: _files(folder, len(folder)) for name, folder in validation.items()}
     path = out / SPLITS_FILE
     if resume and path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
