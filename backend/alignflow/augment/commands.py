@@ -40,6 +40,11 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
     augment.add_argument("--mask-candidates", type=int, help="K candidates per synthetic mask")
     augment.add_argument("--export-format", choices=["nnunet", "folders", "ome-zarr"], help="format of the augmented training set in OUT/export (default nnunet)")
     augment.add_argument("--evaluator", help="segmenter (alignflow train-evaluator) for the mask fidelity of every model in the report")
+    augment.add_argument("--method", nargs="+", metavar="METHOD",
+                         help="how the new pairs are made, several to compare them: generate (default), translate, fda, "
+                         "histogram, photometric (these three train no generator)")
+    augment.add_argument("--strength", type=float, help="translate: strength s in [0, 1] (default 0.5; 0 keeps the source image)")
+    augment.add_argument("--fda-beta", type=float, help="fda: low-frequency window, a fraction of the image side (default 0.05)")
     add_common_flags(augment)
     augment.set_defaults(handler=_run_augment)
 
@@ -56,8 +61,9 @@ def _run_augment(args: argparse.Namespace) -> int:
                   "target": str(root / "target" / "images"), **values}
         values.setdefault("out", "runs/demo")
     config = AugmentConfig.from_dict(values)
-    if not config.source or not config.references or not config.out:
-        raise InputError("alignflow augment", "--source, --references and --out (or --demo)", "missing options")
+    for flag, value in (("--source", config.source), ("--references", config.references), ("--out", config.out)):
+        if not value:
+            raise InputError(flag, "--source, --references and --out (or --demo)", "nothing")
     # finished stages in --out are reused, killed ones resumed
     report = run_with_progress(lambda listeners: augment(config, listeners))
     print(format_report(report))

@@ -33,6 +33,7 @@ from alignflow.data import Pair, list_images, read_image, read_size, resize_imag
 from alignflow.errors import InputError
 from alignflow.generator.pairs import GeneratedPairs, generate_pairs, write_synthetic_pairs
 from alignflow.progress import ProgressCallback, report_progress
+from alignflow.runs.outputs import check_output_folder
 
 GENERATIVE_METHODS = ("generate", "translate")  # need the stage-1 and aligned generators
 TRANSFORM_METHODS = ("fda", "histogram", "photometric")  # train nothing
@@ -111,23 +112,25 @@ def reference_for(seed: int, count: int) -> int:
 
 def fda_pairs(pairs: Sequence[Pair], references: Sequence[Path | str] | Path | str, out: Path, *,
               beta: float = DEFAULT_FDA_BETA, seed: int = 0, resolution: int = DEFAULT_RESOLUTION,
-              on_progress: ProgressCallback | None = None) -> GeneratedPairs:
+              on_progress: ProgressCallback | None = None, overwrite: bool = False) -> GeneratedPairs:
     """FDA copies of the source pairs, each towards a random one of ``references`` (a folder or files)."""
     return transform_pairs("fda", pairs, out, references=references, beta=beta, seed=seed, resolution=resolution,
-                           on_progress=on_progress)
+                           on_progress=on_progress, overwrite=overwrite)
 
 
 def histogram_pairs(pairs: Sequence[Pair], references: Sequence[Path | str] | Path | str, out: Path, *, seed: int = 0,
-                    resolution: int = DEFAULT_RESOLUTION, on_progress: ProgressCallback | None = None) -> GeneratedPairs:
+                    resolution: int = DEFAULT_RESOLUTION, on_progress: ProgressCallback | None = None,
+                    overwrite: bool = False) -> GeneratedPairs:
     """Histogram-matched copies of the source pairs, each to a random one of ``references``."""
     return transform_pairs("histogram", pairs, out, references=references, seed=seed, resolution=resolution,
-                           on_progress=on_progress)
+                           on_progress=on_progress, overwrite=overwrite)
 
 
 def photometric_pairs(pairs: Sequence[Pair], out: Path, *, seed: int = 0, resolution: int = DEFAULT_RESOLUTION,
-                      on_progress: ProgressCallback | None = None) -> GeneratedPairs:
+                      on_progress: ProgressCallback | None = None, overwrite: bool = False) -> GeneratedPairs:
     """Photometrically augmented copies of the source pairs (no reference)."""
-    return transform_pairs("photometric", pairs, out, seed=seed, resolution=resolution, on_progress=on_progress)
+    return transform_pairs("photometric", pairs, out, seed=seed, resolution=resolution, on_progress=on_progress,
+                           overwrite=overwrite)
 
 
 def translate_pairs(generator: Any, pairs: Sequence[Pair], out: Path, *, strength: float, **sampling: Any) -> GeneratedPairs:
@@ -141,11 +144,12 @@ def translate_pairs(generator: Any, pairs: Sequence[Pair], out: Path, *, strengt
 def transform_pairs(method: str, pairs: Sequence[Pair], out: Path, *,
                     references: Sequence[Path | str] | Path | str | None = None, beta: float = DEFAULT_FDA_BETA,
                     seed: int = 0, resolution: int = DEFAULT_RESOLUTION,
-                    on_progress: ProgressCallback | None = None) -> GeneratedPairs:
+                    on_progress: ProgressCallback | None = None, overwrite: bool = False) -> GeneratedPairs:
     """One of the cheap methods (``fda``, ``histogram``, ``photometric``) on every pair, written all or nothing.
 
     The images are streamed to ``out`` at their original size; ``GeneratedPairs.images`` holds them square-resized to
-    ``resolution`` (as references and targets are read for KID). ``references`` are ignored by ``photometric``.
+    ``resolution`` (as references and targets are read for KID). ``references`` are ignored by ``photometric``. An
+    existing non-empty ``out`` is replaced only with ``overwrite``, never one holding the pairs or references read.
     """
     if method not in TRANSFORM_METHODS:
         raise InputError("--method", f"one of {', '.join(TRANSFORM_METHODS)} (generate and translate need a generator)",
@@ -153,6 +157,7 @@ def transform_pairs(method: str, pairs: Sequence[Pair], out: Path, *,
     parameters: dict[str, Any] = {"beta": check_beta(beta)} if method == "fda" else {}
     pairs = _check_pairs(pairs)
     reference_files = _reference_files(references) if method in REFERENCE_METHODS else []
+    check_output_folder(out, "generate", inputs=[[pair.image for pair in pairs], reference_files], overwrite=overwrite)
     seeds = [seed + i for i in range(len(pairs))]
     chosen = [reference_files[reference_for(s, len(reference_files))] if reference_files else None for s in seeds]
     transform = _one_image_transform(method, parameters, reference_files)
@@ -174,7 +179,7 @@ def transform_pairs(method: str, pairs: Sequence[Pair], out: Path, *,
                  for pair, reference in zip(pairs, chosen)]
     stems = [pair.stem for pair in pairs]
     rows = write_synthetic_pairs(Path(out), stems, transformed(), [pair.mask for pair in pairs], seeds, provenance,
-                                 per_image)
+                                 per_image, overwrite=overwrite)
     return GeneratedPairs(Path(out), stems, torch.stack(small), seeds, rows)
 
 

@@ -1,5 +1,9 @@
 """The main job: stage 1, stage 2, generation of image-mask pairs, and a report with KID to the target domain.
 
+``method`` picks what makes the new pairs (``augment.methods``): generation from noise (the default), translation of
+the real source images, or the cheap alternatives (FDA, histogram matching, photometric augmentation), several at
+once to compare them in one report against the same references. Generators are trained only for generate/translate.
+
 ``alignflow augment`` and the plugin's one-click run call ``augment()``. Each stage lives in its own run folder under
 ``out``, so an interrupted job resumes where it stopped (``resume=True``) without redoing finished stages.
 """
@@ -16,6 +20,7 @@ import torch
 
 from alignflow import __version__
 from alignflow.atomic import atomic_write_json
+from alignflow.augment.methods import DEFAULT_FDA_BETA, GENERATIVE_METHODS, TRANSFORM_METHODS, check_beta, check_methods
 from alignflow.config import DictConfig
 from alignflow.data import (
     list_images,
@@ -24,8 +29,9 @@ from alignflow.data import (
     select_references,
 )
 from alignflow.device import resolve_device
+from alignflow.errors import InputError
 from alignflow.generator.config import TrainConfig
-from alignflow.generator.pairs import generate_pairs
+from alignflow.generator.pairs import GeneratedPairs, generate_pairs
 from alignflow.generator.sampling import load_generator
 from alignflow.generator.training import train
 from alignflow.runs.events import EventLog, Listener
@@ -66,6 +72,24 @@ class AugmentConfig(DictConfig):
     # Mask fidelity (docs/label-drift.md): an evaluator segmenter (alignflow train-evaluator) scores every generated
     # image against its mask, in the report and in each manifest row.
     evaluator: str | None = None
+    # How the new pairs are made (augment.methods), one or several to compare: "generate" (images from noise by the
+    # stage-1 and aligned generators), "translate" (the same generators translating the real source images at
+    # ``strength``), "fda" (Fourier Domain Adaptation towards a random reference, window ``fda_beta``), "histogram"
+    # (per-channel histogram matching to a random reference), "photometric" (strong colour/contrast/blur/noise).
+    method: list[str] | str = "generate"
+    strength: float = 0.5  # translate: 0 keeps the source image, 1 is generation from noise
+    fda_beta: float = DEFAULT_FDA_BETA
+
+    @property
+    def methods(self) -> list[str]:
+        return check_methods(self.method)
+
+    def validate(self) -> None:
+        from alignflow.generator.sampling import check_strength
+
+        self.method = self.methods
+        check_strength(self.strength)
+        check_beta(self.fda_beta)
 
     def stage_config(self, stage: int) -> TrainConfig:
         out = Path(self.out)
@@ -80,17 +104,18 @@ class AugmentConfig(DictConfig):
                            references=self.references, num_references=self.num_references, **common)
 
 
-def _masks_to_generate(config: AugmentConfig) -> list[tuple[str, Path]]:
+def _pairs_to_augment(config: AugmentConfig) -> list[Any]:
+    """The real pairs whose masks become images (and whose images are translated or transformed)."""
     folder = scan_dataset(Path(config.masks or config.source))
-    pairs = folder.pairs[: config.num_generated] if config.num_generated else folder.pairs
-    return [(pair.stem, pair.mask) for pair in pairs]
+    return folder.pairs[: config.num_generated] if config.num_generated else folder.pairs
 
 
 def _export(config: AugmentConfig, out: Path, report: dict[str, Any], log: EventLog) -> Path:
-    """Real source pairs + every aligned synthetic set, in the chosen training-set format."""
+    """Real source pairs + every set of the methods asked for (the aligned generator's, not stage 1's), in the chosen
+    training-set format."""
     from alignflow.export import export_dataset
 
-    synthetic = [Path(entry["pairs"]) for name, entry in report["models"].items() if name.startswith("aligned")]
+    synthetic = [Path(entry["pairs"]) for entry in report["models"].values() if entry["exported"]]
     name = config.export_name + (".ome.zarr" if config.export_format == "ome-zarr" else "")
     return export_dataset(
         out / "export" / name, real=config.source, synthetic=synthetic, export_format=config.export_format,
@@ -120,62 +145,107 @@ def _synthesize_masks(config: AugmentConfig, out: Path, listeners: list[Listener
 
 def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resume: bool = True) -> dict[str, Any]:
     """Run the whole job and return (and write to ``out/report.json``) its report."""
+    config.validate()
+    if not Path(config.references).exists():  # before anything is written to out
+        raise InputError("--references", "an existing folder of target-domain reference images", str(config.references))
     out = Path(config.out)
     log = EventLog(out, listeners)
     device = resolve_device(config.device)
     started = time.perf_counter()
     # Check the cheap things before hours of training: the references and the masks to generate from.
+    methods = config.methods
     references = select_references(Path(config.references), config.num_references, config.seed)
     target_paths = list_images(Path(config.target)) if config.target else references
-    masks = _masks_to_generate(config)
+    source_pairs = _pairs_to_augment(config)
+    masks = [(pair.stem, pair.mask) for pair in source_pairs]
     evaluator, ceiling = _fidelity_evaluator(config, len(masks), device)
-    stage1 = train(config.stage_config(1), listeners, resume=resume)
-    stage2 = train(config.stage_config(2), listeners, resume=resume)
+    if any(method in GENERATIVE_METHODS for method in methods):
+        stage1 = train(config.stage_config(1), listeners, resume=resume)
+        stage2 = train(config.stage_config(2), listeners, resume=resume)
     report: dict[str, Any] = {"version": __version__, "python": platform.python_version(), "torch": torch.__version__,
                               "device": str(device), "config": asdict(config), "models": {}}
-    masks_by_model = [("stage1", stage1, masks), ("aligned", stage2, masks)]
-    if config.synthetic_masks > 0:
-        synthetic = _synthesize_masks(config, out, listeners, resume)
-        if synthetic:
-            masks_by_model.append(("aligned_synthetic_masks", stage2, synthetic))
-        else:
-            log.emit("warning", message="no synthetic mask passed the degenerate-mask rule; none were turned into images")
+    # (report name, method, generator, pairs or (stem, mask file)s, exported); generate's sets first, as always
+    sets: list[tuple[str, str, Path | None, list[Any], bool]] = []
+    if "generate" in methods:
+        sets += [("stage1", "generate", stage1, masks, False), ("aligned", "generate", stage2, masks, True)]
+        if config.synthetic_masks > 0:
+            synthetic = _synthesize_masks(config, out, listeners, resume)
+            if synthetic:
+                sets.append(("aligned_synthetic_masks", "generate", stage2, synthetic, True))
+            else:
+                log.emit("warning", message="no synthetic mask passed the degenerate-mask rule; none were turned into images")
+    if "translate" in methods:
+        sets += [("stage1_translated", "translate", stage1, source_pairs, False),
+                 ("aligned_translated", "translate", stage2, source_pairs, True)]
+    sets += [(method, method, None, source_pairs, True) for method in methods if method in TRANSFORM_METHODS]
     kid_to_target = None
-    for name, folder, chosen in masks_by_model:
-        generator = load_generator(folder, device)
-        resolution = generator.config.resolution
+    for name, method, folder, chosen, exported in sets:
         log.emit("progress", stage=f"generate:{name}", step=0, total=len(chosen))
-        pairs = generate_pairs(
-            generator, [path for _, path in chosen], out / "synthetic" / name, stems=[stem for stem, _ in chosen],
-            evaluator=evaluator, seed=config.seed, num_steps=config.sample_steps, guidance_scale=config.guidance_scale,
-            precision=config.precision,
-            on_progress=lambda _, done, total, n=name: log.progress(f"generate:{n}", done, total),
-        )
+        set_started = time.perf_counter()
+        pairs, entry = _make_set(config, method, folder, chosen, out / "synthetic" / name, evaluator, references, device,
+                                 lambda _, done, total, n=name: log.progress(f"generate:{n}", done, total))
         images, pairs_dir = pairs.images, pairs.folder
         if kid_to_target is None:
             from alignflow.metrics.kid import KernelInceptionDistanceTo
 
             subset = min(len(chosen), len(target_paths), 100)
-            kid_to_target = KernelInceptionDistanceTo(load_reference_images(target_paths, resolution), subset, device=device)
+            kid_to_target = KernelInceptionDistanceTo(load_reference_images(target_paths, images.shape[-1]), subset,
+                                                      device=device)
         subset = min(len(images), kid_to_target.subset_size)
         kid, kid_std = kid_to_target(images, subset) if subset >= 2 else (float("nan"), float("nan"))
         report["models"][name] = {
-            "generator": str(folder), "pairs": str(pairs_dir), "train_seconds": generator.info.get("train_seconds"),
-            "kid": kid, "kid_std": kid_std, "subset_size": subset, "generated": len(images),
-            "target": len(target_paths),
+            **entry, "pairs": str(pairs_dir), "kid": kid, "kid_std": kid_std, "subset_size": subset,
+            "generated": len(images), "target": len(target_paths), "method": method, "exported": exported,
+            "seconds": time.perf_counter() - set_started,
         }
         if evaluator is not None:
             from alignflow.fidelity.metric import fidelity_report
 
             report["models"][name]["mask_fidelity"] = fidelity_report(evaluator, pairs.scores, ceiling, config.masks or config.source)
+    if methods != ["generate"]:
+        # The methods are compared with what they start from: the real source images as they are.
+        sources = load_reference_images([pair.image for pair in source_pairs], images.shape[-1])
+        subset = min(len(sources), kid_to_target.subset_size)
+        kid, kid_std = kid_to_target(sources, subset) if subset >= 2 else (float("nan"), float("nan"))
+        report["source"] = {"kid": kid, "kid_std": kid_std, "subset_size": subset, "images": len(sources)}
     if config.export_format:
         report["export"] = str(_export(config, out, report, log))
     report["kid_target"] = "target images" if config.target else "reference images"
     report["seconds"] = time.perf_counter() - started
     atomic_write_json(out / "report.json", report)
     log.emit("done", stage="augment", report=str(out / "report.json"),
-             kid_stage1=report["models"]["stage1"]["kid"], kid_aligned=report["models"]["aligned"]["kid"])
+             **{f"kid_{name}": entry["kid"] for name, entry in report["models"].items()})
     return report
+
+
+def _make_set(config: AugmentConfig, method: str, generator_folder: Path | None, chosen: list[Any], out: Path,
+              evaluator: Any, references: list[Path], device: torch.device, on_progress: Any
+              ) -> tuple[GeneratedPairs, dict[str, Any]]:
+    """One method's pairs in ``out`` and the report fields that say what made them."""
+    from alignflow.augment.methods import transform_pairs, translate_pairs
+
+    if generator_folder is None:
+        pairs = transform_pairs(method, chosen, out, references=references, beta=config.fda_beta, seed=config.seed,
+                                resolution=config.resolution, on_progress=on_progress,
+                                overwrite=True)  # augment's own folder: a resumed job writes it again
+        if evaluator is not None:
+            from alignflow.data import load_masks
+            from alignflow.fidelity.metric import score_images
+
+            masks = load_masks([pair.mask for pair in chosen], config.resolution)
+            pairs.scores = score_images(evaluator.model, pairs.images, masks, pairs.stems)
+        return pairs, {"generator": None, "train_seconds": None, **({"beta": config.fda_beta} if method == "fda" else {})}
+    generator = load_generator(generator_folder, device)
+    sampling = dict(evaluator=evaluator, seed=config.seed, num_steps=config.sample_steps,
+                    guidance_scale=config.guidance_scale, precision=config.precision,
+                    overwrite=True,  # augment's own folder: a resumed job writes it again
+                    on_progress=on_progress)
+    if method == "translate":
+        pairs = translate_pairs(generator, chosen, out, strength=config.strength, **sampling)
+    else:
+        pairs = generate_pairs(generator, [path for _, path in chosen], out, stems=[stem for stem, _ in chosen], **sampling)
+    entry = {"generator": str(generator_folder), "train_seconds": generator.info.get("train_seconds")}
+    return pairs, {**entry, **({"strength": config.strength} if method == "translate" else {})}
 
 
 def _fidelity_evaluator(config: AugmentConfig, count: int, device: torch.device) -> tuple[Any, Any]:
@@ -199,5 +269,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {name:8s} KID = {values['kid']:.4f} +- {values['kid_std']:.4f}  ({values['generated']} generated vs {values['target']} target; pairs in {values['pairs']})")
         if values.get("mask_fidelity"):
             lines.append(f"  {'':8s} {format_fidelity(values['mask_fidelity'])}")
+    if report.get("source"):
+        source = report["source"]
+        lines.append(f"  {'source':8s} KID = {source['kid']:.4f} +- {source['kid_std']:.4f}  (the real source images as they are)")
+        ranked = sorted(report["models"].items(), key=lambda item: item[1]["kid"])
+        lines.append("closest to the target first: " + ", ".join(f"{name} {values['kid']:.4f}" for name, values in ranked))
     return "\n".join(lines)
 

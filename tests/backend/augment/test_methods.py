@@ -155,3 +155,16 @@ def test_bad_input_names_the_flag(tmp_path, kvasir_four, references):
     with pytest.raises(InputError, match="--fda-beta"):
         fda_pairs(pairs, references, tmp_path / "a", beta=-0.1)
     assert not (tmp_path / "a").exists()
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, kvasir_four):
+    pairs = scan_dataset(kvasir_four).pairs[:1]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="overwrite"):
+        photometric_pairs(pairs, tmp_path / "out", resolution=16)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    photometric_pairs(pairs, tmp_path / "out", resolution=16, overwrite=True)
+    assert not (tmp_path / "out" / "notes.txt").exists() and len(list((tmp_path / "out" / "images").iterdir())) == 1
+    with pytest.raises(InputError, match="--out"):  # never a folder holding the inputs
+        photometric_pairs(pairs, kvasir_four, resolution=16, overwrite=True)
