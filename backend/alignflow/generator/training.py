@@ -21,6 +21,7 @@ from alignflow.data import SegmentationFolder, load_pairs, load_reference_images
 from alignflow.device import autocast
 from alignflow.errors import InputError
 from alignflow.flow_matching import denoising_loss, euler_sample, frozen_euler, interpolate, tunable_jump
+from alignflow.generator import latent_cache
 from alignflow.generator.alignment_regularization import denoising_with_alignment_regularization
 from alignflow.generator.config import TrainConfig
 from alignflow.generator.factory import build_generator
@@ -69,6 +70,17 @@ def _encode_dataset(
     cached = _cached_latents(stems, resolution, [run_dir] + ([Path(config.init), Path(config.init).parent] if config.init else []))
     if cached is not None:
         return cached
+    # Across runs: the same files at the same settings were encoded before (generator/latent_cache.py).
+    autoencoder = codec.autoencoder  # TAEF2 (weights pinned by sha256) or a pretrained SD3 VAE (named by its path)
+    codec_settings = {"autoencoder": type(autoencoder).__name__, "num_classes": codec.num_classes,
+                      "weights": getattr(getattr(autoencoder, "config", None), "_name_or_path", None)}
+    key = latent_cache.cache_key(pairs, resolution, codec_settings)
+    stored = latent_cache.load_cached(key)
+    if stored is not None and len(stored["images"]) == len(pairs):
+        encoded = EncodedDataset(stored["images"], stored["masks"], stored["preview_masks"].long(), stems)
+        log.emit("progress", stage="encode", step=len(pairs), total=len(pairs), elapsed=0.0, cached=True)
+        _keep_in_run(encoded, run_dir, stems, resolution, folder.num_classes)
+        return encoded
     device = codec.latent_mean.device
     image_latents, mask_latents = [], []
     started = time.perf_counter()
@@ -82,9 +94,20 @@ def _encode_dataset(
             preview_masks = masks[:PREVIEW_COUNT].clone()
         log.emit("progress", stage="encode", step=indices[-1] + 1, total=len(pairs), elapsed=time.perf_counter() - started)
     encoded = EncodedDataset(torch.cat(image_latents), torch.cat(mask_latents), preview_masks, stems)
-    save_tensors({"images": encoded.image_latents, "masks": encoded.mask_latents, "preview_masks": preview_masks}, run_dir / LATENTS_FILE)
-    atomic_write_json(run_dir / "latents.json", {"stems": stems, "resolution": resolution, "num_classes": folder.num_classes})
+    _keep_in_run(encoded, run_dir, stems, resolution, folder.num_classes)
+    latent_cache.store(key, _latent_tensors(encoded), {"stems": stems, "resolution": resolution, "source": str(config.source),
+                                                       "codec": codec_settings, "seconds": time.perf_counter() - started})
     return encoded
+
+
+def _latent_tensors(encoded: EncodedDataset) -> dict[str, torch.Tensor]:
+    return {"images": encoded.image_latents, "masks": encoded.mask_latents, "preview_masks": encoded.preview_masks}
+
+
+def _keep_in_run(encoded: EncodedDataset, run_dir: Path, stems: list[str], resolution: int, num_classes: int) -> None:
+    """The run's own copy: a resumed run, and stage 2 started from this run, read it without the shared cache."""
+    save_tensors(_latent_tensors(encoded), run_dir / LATENTS_FILE)
+    atomic_write_json(run_dir / "latents.json", {"stems": stems, "resolution": resolution, "num_classes": num_classes})
 
 
 def _generator_for_run(config: TrainConfig, num_classes: int, device: torch.device) -> tuple[AlignFlowGenerator, dict[str, Any]]:
