@@ -35,3 +35,17 @@ def uncertainty_maps(samples: np.ndarray, fused: StapleResult, num_classes: int)
         "variance": (1.0 - (votes**2).sum(axis=0)).clip(0.0, None).astype(np.float32),
         "entropy": entropy.clip(0.0, None).astype(np.float32),
     }
+
+
+def image_score(values: np.ndarray, samples: np.ndarray, kind: str, num_classes: int) -> float:
+    """One number per image to rank the cases to review first: the mean of an uncertainty map [H, W] over the pixels
+    that some sample [M, H, W] labels as foreground, relative to the kind's maximum (so in [0, 1]).
+
+    Over the foreground region rather than the whole image: the background far from any lesion is certain in every
+    image, and its share (the image's size and framing) would otherwise decide the ranking. 0 when no sample finds
+    any foreground.
+    """
+    region = np.asarray(samples).max(axis=0) > 0
+    if not region.any():
+        return 0.0
+    return float(np.asarray(values)[region].mean() / maximum_value(kind, num_classes))
