@@ -29,6 +29,17 @@ def qt_plugins_of_pyqt() -> None:
             del os.environ[name]
 
 
+@pytest.fixture(autouse=True)
+def fresh_napari_settings(monkeypatch):
+    """napari's settings for each test start from the defaults and are never saved: the dock sets reader preferences
+    (napari_alignflow.readers.preferences), which must not reach the developer's own napari settings file."""
+    from napari import settings
+    from napari.settings import NapariSettings
+
+    monkeypatch.setattr(NapariSettings, "save", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr(settings, "_SETTINGS", NapariSettings(config_path=None))
+
+
 @pytest.fixture(scope="session")
 def clinicdb_small(tmp_path_factory, clinicdb, make_pairs) -> Path:
     """Six real CVC-ClinicDB pairs as a dataset folder."""
@@ -73,6 +84,19 @@ def segmenter(tmp_path_factory, kvasir_small) -> Path:
     train_segmenter(SegmenterTrainConfig(source=str(kvasir_small), out=str(out), steps=2, batch_size=2, device="cpu",
                                          model=dict(TINY_SEGMENTER)))
     return out
+
+
+@pytest.fixture(scope="session")
+def fidelity_evaluator(tmp_path_factory, kvasir_small) -> Path:
+    """A mask-fidelity evaluator (small UNet, 64 px) trained for 5 steps on real Kvasir pairs: its scores mean little,
+    but they are real scores of a real evaluator, enough to fill the fidelity columns."""
+    from alignflow.fidelity.training import EvaluatorTrainConfig, train_evaluator
+
+    out = tmp_path_factory.mktemp("evaluator") / "run"
+    return train_evaluator(EvaluatorTrainConfig(
+        source=str(kvasir_small), out=str(out), source_half="all", steps=5, batch_size=4, device="cpu",
+        checkpoint_every=1000, preview_every=1000, log_every=5,
+        model={"channels": [8, 16, 32, 64], "num_res_units": 1, "resolution": 64}))
 
 
 def notifications_since(count: int) -> list[str]:
