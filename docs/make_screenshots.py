@@ -1,14 +1,18 @@
-"""Screenshots of the plugin's panels in use on real data, for docs/plugin.md and the README (run headless).
+"""Screenshots of the AlignFlow dock in use on real data, for docs/plugin.md and the README (run headless).
 
-    OMP_NUM_THREADS=1 ALIGNFLOW_WEIGHTS_DIR=../shared/weights xvfb-run -a -s "-screen 0 1600x1000x24" \
-        .venv/bin/python docs/make_screenshots.py --data ../shared/data [--segmenter runs/seg_bench/run] \
-        [--generator runs/exp/align_r10s0/generator]
+    OMP_NUM_THREADS=1 ALIGNFLOW_WEIGHTS_DIR=../shared/weights xvfb-run -a -s "-screen 0 1366x768x24" \\
+        .venv/bin/python docs/make_screenshots.py --data ../shared/data [--segmenter runs/seg_bench/run] \\
+        [--generator runs/exp/align_r10s0/generator] [--only guide,training,...]
+
+It drives the dock as a clinician would, on a 1366 x 768 window (a laptop screen): the Guide with Kvasir-SEG as the
+source and CVC-ClinicDB frames as the target scans, the advisor's references, stage 1 then stage 2 from the Guide,
+previews, curation, evaluation, export, then the Masks and Segment tabs and training on a job server.
 
 Models are trained briefly here (minutes on a CPU), so generated samples are rough: the pictures show the panels
 working, not the quality of a full run. ``--segmenter`` uses a MedFlowSeg trained before (e.g. by
 benchmarks/segmentation_kvasir.py) instead of a brief one, ``--generator`` an image generator trained before (e.g. the
-aligned Kvasir -> CVC-ClinicDB generator of benchmarks/polyp_shift.py). The remote-training picture runs a real job server
-(the app of ``alignflow serve``) on loopback.
+aligned Kvasir -> CVC-ClinicDB generator of benchmarks/polyp_shift.py) for the Generate, Curate and Evaluate pictures.
+The remote-training picture runs a real job server (the app of ``alignflow serve``) on loopback.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ import numpy as np
 from skimage.io import imsave
 
 IMAGES = Path(__file__).resolve().parent / "images"
+SCREEN = (1366, 768)
+SHOTS = ("guide", "references", "training", "generation", "curation", "evaluation", "export", "masks", "segmentation",
+         "training_remote")
 
 
-def wait(app, condition, timeout: float = 600.0) -> None:
+def wait(app, condition, timeout: float = 1800.0) -> None:
     end = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > end:
@@ -52,153 +59,190 @@ def copy_pairs(real: Path, root: Path, count: int, start: int = 0) -> Path:
     return root
 
 
-def save(viewer, name: str) -> None:
-    imsave(IMAGES / f"plugin_{name}.png", np.asarray(viewer.window.screenshot(canvas_only=False, flash=False)), check_contrast=False)
-    print("wrote", IMAGES / f"plugin_{name}.png")
+class Shooter:
+    def __init__(self, only: set[str]):
+        self.only = only
+
+    def __call__(self, app, viewer, name: str) -> None:
+        if name not in self.only:
+            return
+        settle(app, 0.5)
+        path = IMAGES / f"plugin_{name}.png"
+        imsave(path, np.asarray(viewer.window.screenshot(canvas_only=False, flash=False)), check_contrast=False)
+        print("wrote", path, flush=True)
+
+
+def new_viewer():
+    import napari
+
+    from napari_alignflow.widgets.dock import AlignFlowDock
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(*SCREEN)
+    dock = AlignFlowDock(viewer)
+    viewer.window.add_dock_widget(dock, name="AlignFlow")
+    return viewer, dock
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the shared data folder (Kvasir-SEG, CVC-ClinicDB)")
     parser.add_argument("--segmenter", help="a trained MedFlowSeg run folder (default: train one briefly here)")
-    parser.add_argument("--generator", help="a trained image generator for the Generate panel, e.g. an aligned one from "
-                                            "benchmarks/polyp_shift.py (default: the one the Training panel trains here)")
+    parser.add_argument("--generator", help="a trained image generator for the Generate, Curate and Evaluate pictures "
+                                            "(default: the one the Guide trains and aligns here)")
+    parser.add_argument("--only", default=",".join(SHOTS), help="comma-separated pictures to write (default: all)")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     data = Path(args.data)
     work = Path(tempfile.mkdtemp(prefix="alignflow-shots-"))
+    shoot = Shooter(only)
 
     from qtpy.QtWidgets import QApplication
 
-    from napari_alignflow.widgets.masks import MasksWidget
-    from napari_alignflow.widgets.references import ReferencesWidget
-    from napari_alignflow.widgets.training import TrainingWidget
-
     source = copy_pairs(data / "Kvasir-SEG", work / "kvasir", 48)
     target = copy_pairs(data / "CVC-ClinicDB", work / "clinicdb", 24, start=100)
+    labelled = copy_pairs(data / "CVC-ClinicDB", work / "clinicdb_labelled", 12, start=300)
+    (work / "target_scans").mkdir()
+    for file in sorted((target / "images").iterdir()):  # target scans as a clinician has them: images, no masks
+        shutil.copy(file, work / "target_scans" / file.name)
 
-    # References: the target scans opened as a dataset folder, the advisor's suggestion selected.
-    viewer, references = new_viewer(ReferencesWidget, "AlignFlow references")
+    viewer, dock = new_viewer()
     app = QApplication.instance()
-    add_dataset(viewer, target, "ClinicDB")
-    references.k_spin.setValue(6)
-    viewer.layers.selection = {viewer.layers["ClinicDB images"]}
-    worker = references.suggest()
-    wait(app, lambda: references.advice is not None and not worker.is_running)
-    app.processEvents()
-    save(viewer, "references")
-    reference_folder = work / "references"
-    references.save_references(reference_folder)
+    if only & {"guide", "references", "training", "generation", "curation", "evaluation", "export"}:
+        guided_flow(app, viewer, dock, shoot, work, source, labelled, args.generator)
     viewer.close()
+    if "masks" in only:
+        masks(app, shoot, work, source)
+    if "segmentation" in only:
+        segmentation(app, shoot, data, work, source, args.segmenter)
+    if "training_remote" in only:
+        remote_training(app, shoot, work, source)
 
-    # Training: a short stage-1 run of a small generator on Kvasir, its loss curve and preview.
-    viewer, training = new_viewer(TrainingWidget, "AlignFlow training")
+
+def guided_flow(app, viewer, dock, shoot, work: Path, source: Path, labelled: Path, generator: str | None) -> None:
+    """The Guide from an empty napari to an export, with a picture of each tab on the way."""
+    from napari_alignflow.session import REJECTED, session_for
+
+    guide, panels, session = dock.guide, dock.panels, session_for(viewer)
     options = work / "options.json"
-    options.write_text(json.dumps({"generator": {"resolution": 64}, "log_every": 2, "preview_every": 40,
-                                   "checkpoint_every": 1000}))
-    training.source.setText(str(source))
-    training.out.setText(str(work / "run"))
+    options.write_text(json.dumps({"generator": {"resolution": 64}, "checkpoint_every": 1000}))
+    training = panels["Train"]
     training.config_file.setText(str(options))
-    training.steps.setValue(120)
     training.batch_size.setValue(4)
     training.device.setCurrentText("cpu")
-    training.start()
-    wait(app, lambda: len(training.plot.points["loss_denoising"][0]) >= 45 and "AlignFlow training preview" in viewer.layers)
-    app.processEvents()
-    save(viewer, "training")
-    wait(app, lambda: training.last_status is not None and training.last_status.finished)
-    viewer.close()
 
-    # Synthetic masks: a mask generator trained briefly on Kvasir masks, post-processing sliders moved.
+    guide.work.setText(str(work / "job"))
+    guide.source.setText(str(source))
+    guide.open_source()
+    viewer.open(str(work / "target_scans"), plugin=None)  # a dropped folder of scans: no reader dialog
+    guide.target.reset_choices()
+    guide.target.setCurrentText("target_scans")
+    guide.use_target()
+    guide.k.setValue(6)
+    guide.steps1.setValue(150)
+    guide.steps2.setValue(30)
+    viewer.layers[f"{source.name} masks"].visible = False
+    dock.show_tab("Guide")
+    shoot(app, viewer, "guide")
+
+    worker = guide.suggest_references()
+    wait(app, lambda: worker.handled and session.state.references is not None)
+    shoot(app, viewer, "references")
+
+    guide.train_and_align()
+    wait(app, lambda: len(training.plot.points["loss_denoising"][0]) >= 40 and "AlignFlow training preview" in viewer.layers)
+    shoot(app, viewer, "training")
+    wait(app, lambda: session.state.stage2 is not None or (training.start_button.isEnabled() and training.follow is None
+                                                              and training.kind == "align"))
+    if session.state.stage2 is None:
+        raise RuntimeError(f"stage 2 did not finish: {training.status_label.text()}")
+
+    generation = panels["Generate"]
+    generation.steps.setValue(20)
+    generation.device.setCurrentText("cpu")
+    guide.preview.setValue(8)
+    if generator:
+        generation.generator.setText(generator)
+        generation.masks.setCurrentText(f"{source.name} masks")
+        worker = generation.generate(first=8)
+    else:
+        worker = guide.generate_previews()
+    wait(app, lambda: worker.handled)
+    references = panels["References"]
+    references.show_as_layer()
+    generation.reset_choices()
+    generation.references.setCurrentText("AlignFlow references")
+    generation.contour.setChecked(True)
+    generation.opacity.setValue(90)
+    generation.grid.setChecked(True)
+    viewer.reset_view()
+    shoot(app, viewer, "generation")
+    generation.grid.setChecked(False)
+
+    curation = panels["Curate"]
+    dock.show_tab("Curate")
+    for layer in list(viewer.layers):
+        layer.visible = False
+    session.decide(session.state.pairs[1:3], REJECTED)
+    curation.table.selectRow(3)
+    curation.table.setFocus()
+    shoot(app, viewer, "curation")
+
+    evaluation = panels["Evaluate"]
+    evaluation.size.setValue(64)
+    evaluation.device.setCurrentText("cpu")
+    evaluation.labelled.setText(str(labelled))
+    evaluation.downstream_steps.setValue(150)
+    dock.show_tab("Evaluate")
+    worker = evaluation.evaluate()
+    wait(app, lambda: worker.handled)
+    worker = evaluation.evaluate_downstream()
+    wait(app, lambda: worker.handled)
+    evaluation.table.sortItems(2)
+    evaluation.table.selectRow(0)
+    shoot(app, viewer, "evaluation")
+
+    export = panels["Export"]
+    export.out.setText(str(work / "export" / "Dataset501_Polyps"))
+    export.label_names.setText("background, polyp")
+    dock.show_tab("Export")
+    worker = export.export()
+    wait(app, lambda: worker.handled)
+    dock.show_tab("Guide")
+    settle(app)
+    shoot(app, viewer, "export")
+
+
+def masks(app, shoot, work: Path, source: Path) -> None:
+    """A mask generator trained briefly on Kvasir masks, post-processing sliders moved."""
     from alignflow.masks.training import MaskTrainConfig, train_mask_generator
 
     generator = train_mask_generator(MaskTrainConfig(source=str(source), out=str(work / "maskgen"), steps=300,
                                                      batch_size=8, lr=1e-3, device="cpu", preview_every=1000,
                                                      generator={"resolution": 64, "num_layers": 2}))
-    viewer, masks = new_viewer(MasksWidget, "AlignFlow synthetic masks")
-    masks.generator.setText(str(generator))
-    masks.count.setValue(8)
-    masks.steps.setValue(20)
-    masks.device.setCurrentText("cpu")
-    worker = masks.generate()
-    wait(app, lambda: masks.raw is not None and not worker.is_running)
-    masks.sigma.slider.setValue(15)
-    masks.min_area.slider.setValue(40)
-    wait(app, lambda: masks.postprocess_runs >= 2)
-    viewer.grid.enabled = True
+    viewer, dock = new_viewer()
+    panel = dock.panels["Masks"]
+    dock.show_tab("Masks")
+    panel.generator.setText(str(generator))
+    panel.count.setValue(8)
+    panel.steps.setValue(20)
+    panel.device.setCurrentText("cpu")
+    worker = panel.generate()
+    wait(app, lambda: panel.raw is not None and worker.handled)
+    panel.sigma.slider.setValue(15)
+    panel.min_area.slider.setValue(40)
+    wait(app, lambda: panel.postprocess_runs >= 2)
+    from napari_alignflow.widgets.common import grid_of
+
+    grid_of(viewer).enabled = True
     viewer.reset_view()
-    app.processEvents()
-    save(viewer, "masks")
-    viewer.close()
-
-    generation_and_export(app, data, work, source, Path(args.generator) if args.generator else work / "run", reference_folder)
-    segmentation(app, data, work, source, args.segmenter)
-    remote_training(app, work, source, options)
-
-
-def new_viewer(widget_class, name: str):
-    import napari
-
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
-    widget = widget_class(viewer)
-    viewer.window.add_dock_widget(widget, name=name)
-    return viewer, widget
-
-
-def add_dataset(viewer, folder: Path, name: str) -> None:
-    from napari_alignflow.readers.dataset_folder import dataset_layers
-
-    for data_, kwargs, kind in dataset_layers(folder, name):
-        getattr(viewer, f"add_{kind}")(data_, **kwargs)
-
-
-def generation_and_export(app, data: Path, work: Path, source: Path, generator: Path, references: Path) -> None:
-    """Images generated for real Kvasir masks by the generator trained above, in the grid beside the references;
-    then the Export panel writes them with the real pairs as an nnU-Net dataset."""
-    from napari_alignflow.widgets.export import ExportWidget
-    from napari_alignflow.widgets.generation import GenerationWidget
-    from napari_alignflow.widgets.references import ReferencesWidget
-
-    viewer, generation = new_viewer(GenerationWidget, "AlignFlow generate images")
-    masks = copy_pairs(data / "Kvasir-SEG", work / "kvasir_masks", 6, start=200)
-    add_dataset(viewer, masks, "Kvasir")
-    picked = ReferencesWidget(viewer)  # not docked: only its "Show as layer" is used
-    picked.add_files(sorted(references.iterdir()))
-    picked.show_as_layer()
-    generation.reset_choices()
-    generation.generator.setText(str(generator))
-    generation.masks.setCurrentText("Kvasir masks")
-    generation.steps.setValue(20)
-    generation.device.setCurrentText("cpu")
-    worker = generation.generate()
-    wait(app, lambda: worker.handled)
-    generation.contour.setChecked(True)
-    generation.opacity.setValue(90)
-    generation.grid.setChecked(True)
-    app.processEvents()
-    save(viewer, "generation")
-
-    viewer.window.remove_dock_widget(generation)  # room for the canvas beside the export panel
-    export = ExportWidget(viewer)
-    viewer.window.add_dock_widget(export, name="AlignFlow export")
-    export.reset_choices()
-    export.use_real.setChecked(True)
-    export.real.setText(str(source))
-    export.out.setText(str(work / "export" / "Dataset501_Polyps"))
-    export.label_names.setText("background, polyp")
-    worker = export.export()
-    wait(app, lambda: worker.handled)
-    viewer.reset_view()
-    settle(app)  # the notification of the export shows
-    save(viewer, "export")
+    shoot(app, viewer, "masks")
     viewer.close()
 
 
-def segmentation(app, data: Path, work: Path, source: Path, segmenter: str | None) -> None:
-    """MedFlowSeg on CVC-ClinicDB frames (another hospital than its Kvasir training data): fused labels and the
-    entropy of the ensemble with its colorbar."""
-    from napari_alignflow.widgets.segmentation import SegmentationWidget
-
+def segmentation(app, shoot, data: Path, work: Path, source: Path, segmenter: str | None) -> None:
+    """MedFlowSeg on CVC-ClinicDB frames (another hospital than its Kvasir training data): fused labels, the entropy
+    with its colorbar, the images ranked by uncertainty."""
     if segmenter is None:
         from alignflow.segmentation.config import SegmenterTrainConfig
         from alignflow.segmentation.trainer import train_segmenter
@@ -206,12 +250,14 @@ def segmentation(app, data: Path, work: Path, source: Path, segmenter: str | Non
         segmenter = str(train_segmenter(SegmenterTrainConfig(source=str(source), out=str(work / "segmenter"), steps=300,
                                                               batch_size=8, lr=3e-4, resolution=64, device="cpu",
                                                               preview_every=1000, checkpoint_every=1000)))
-    viewer, panel = new_viewer(SegmentationWidget, "AlignFlow segmentation")
+    viewer, dock = new_viewer()
+    panel = dock.panels["Segment"]
+    dock.show_tab("Segment")
     frames = copy_pairs(data / "CVC-ClinicDB", work / "clinicdb_frames", 4, start=400)
-    add_dataset(viewer, frames, "ClinicDB")
-    viewer.layers["ClinicDB masks"].visible = False
+    viewer.open(str(frames), plugin=None)
+    viewer.layers[f"{frames.name} masks"].visible = False
     panel.reset_choices()
-    panel.image.setCurrentText("ClinicDB images")
+    panel.image.setCurrentText(f"{frames.name} images")
     panel.segmenter.setText(segmenter)
     panel.steps.setValue(10)
     panel.samples.setValue(8)
@@ -219,13 +265,13 @@ def segmentation(app, data: Path, work: Path, source: Path, segmenter: str | Non
     worker = panel.run()
     wait(app, lambda: worker.handled)
     viewer.layers["AlignFlow segmentation"].contour = 2
-    app.processEvents()
-    save(viewer, "segmentation")
+    panel.ranking.selectRow(0)
+    shoot(app, viewer, "segmentation")
     viewer.close()
 
 
-def remote_training(app, work: Path, source: Path, options: Path) -> None:
-    """The Training panel running on a job server (loopback here; a GPU machine in use)."""
+def remote_training(app, shoot, work: Path, source: Path) -> None:
+    """The Train tab running on a job server (loopback here; a GPU machine in use)."""
     import secrets
     import socket
     import threading
@@ -234,8 +280,9 @@ def remote_training(app, work: Path, source: Path, options: Path) -> None:
 
     from alignflow.server.app import ServerSettings, create_app
     from napari_alignflow.runners import REMOTE
-    from napari_alignflow.widgets.training import TrainingWidget
 
+    options = work / "remote_options.json"
+    options.write_text(json.dumps({"generator": {"resolution": 64}, "checkpoint_every": 1000}))
     token = secrets.token_urlsafe(24)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -245,7 +292,9 @@ def remote_training(app, work: Path, source: Path, options: Path) -> None:
     threading.Thread(target=server.run, daemon=True).start()
     wait(app, lambda: server.started, timeout=30)
     try:
-        viewer, training = new_viewer(TrainingWidget, "AlignFlow training")
+        viewer, dock = new_viewer()
+        training = dock.panels["Train"]
+        dock.show_tab("Train")
         training.run_on.setCurrentText(REMOTE)
         training.server_url.setText(f"http://127.0.0.1:{port}")
         training.server_token.setText(token)
@@ -257,8 +306,7 @@ def remote_training(app, work: Path, source: Path, options: Path) -> None:
         training.device.setCurrentText("cpu")
         training.start()
         wait(app, lambda: len(training.plot.points["loss_denoising"][0]) >= 25 and "AlignFlow training preview" in viewer.layers)
-        app.processEvents()
-        save(viewer, "training_remote")
+        shoot(app, viewer, "training_remote")
         wait(app, training.start_button.isEnabled)
         viewer.close()
     finally:

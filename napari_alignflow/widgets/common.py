@@ -11,14 +11,27 @@ import numpy as np
 from napari.layers import Image, Layer
 from napari.utils import progress
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QCoreApplication, QObject, QThreadPool, Signal
-from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget
+from qtpy.QtCore import QCoreApplication, QObject, Qt, QThreadPool, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QWidget,
+)
 from skimage.color import gray2rgb
 from skimage.exposure import rescale_intensity
 from skimage.util import img_as_ubyte
 from superqt.utils import thread_worker
 
 from alignflow.errors import InputError
+
+from ..tooltips import tooltip
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -61,6 +74,46 @@ class PathField(QWidget):
         if not self.text():
             raise InputError(name, expected, "nothing")
         return Path(self.text()).expanduser()
+
+
+def form(panel: str, rows: Iterable[tuple[str, str, QWidget]]) -> QFormLayout:
+    """A form declared as rows of (key, label, widget): every widget gets its tooltip from
+    :mod:`napari_alignflow.tooltips` (``panel.key``, or a shared ``key``); an empty label spans the widget over both
+    columns (a check box names itself)."""
+    layout = QFormLayout()
+    layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    for key, label, widget in rows:
+        widget.setToolTip(tooltip(f"{panel}.{key}"))
+        if label:
+            layout.addRow(label, widget)
+        else:
+            layout.addRow(widget)
+    return layout
+
+
+def set_row_visible(layout: QFormLayout, widget: QWidget, visible: bool) -> None:
+    """Show or hide one row of a :func:`form` (its label too)."""
+    widget.setVisible(visible)
+    label = layout.labelForField(widget)
+    if label is not None:
+        label.setVisible(visible)
+
+
+def scrollable(widget: QWidget) -> QScrollArea:
+    """``widget`` in a vertical scroll area without a frame: a tab taller than a laptop screen scrolls instead of
+    forcing the window taller."""
+    area = QScrollArea()
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    return area
+
+
+def grid_of(viewer: Any) -> Any:
+    """The viewer's grid settings: ``viewer.canvas.grid`` since napari 0.9 (``viewer.grid`` is deprecated there)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
 
 
 def spin_box(low: int, high: int, value: int | None = None) -> QSpinBox:
@@ -139,24 +192,36 @@ class _Relay(QObject):
     sent = Signal(object)
 
 
+# The bar shows the count and the panel's own time-left figure (its postfix) instead of tqdm's estimate, so the bar
+# and the panel's status line never disagree (tqdm's rate counts the seconds between polls, not between steps).
+OWN_TIME_LEFT = "{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}"
+
+
 class ProgressBar:
     """A napari progress bar (the activity area, bottom right) fed ``(done, total)`` on the UI thread; a new total
-    (e.g. the next training stage) starts a new bar."""
+    (e.g. the next training stage) starts a new bar. ``set_postfix`` shows a time-left figure the caller computed."""
 
     def __init__(self, desc: str):
         self.desc = desc
         self.bar: progress | None = None
+        self.postfix = ""
 
     def update(self, done: int, total: int) -> None:
-        if self.bar is None or self.bar.total != total:
+        if self.bar is None or self.bar.total != total or self.bar.desc != self.desc:
             self.close()
-            self.bar = progress(total=total, desc=self.desc)
+            self.bar = progress(total=total, desc=self.desc, bar_format=OWN_TIME_LEFT)
         self.bar.update(done - self.bar.n)
+
+    def set_postfix(self, text: str) -> None:
+        if self.bar is not None and text != self.postfix:
+            self.postfix = text
+            self.bar.set_postfix_str(text)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self.postfix = ""
 
 
 def start_worker(function: Callable[..., Any], *args: Any, on_done: Callable[[Any], None],
@@ -244,10 +309,10 @@ def current_index(viewer: Any, layer: Layer) -> int:
     return int(np.clip(viewer.dims.current_step[axis], 0, layer.data.shape[0] - 1))
 
 
-def layer_planes(layer: Layer, plane_ndim: int, index: int | None = None) -> list[tuple[str, np.ndarray]]:
+def layer_planes(layer: Layer, plane_ndim: int, index: int | None = None, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
     """Every 2-D plane of a layer (a stack contributes one per slice; only slice ``index`` when given), named by the
     layer's metadata ``names`` or ``layer [i]``, and cropped to the metadata ``sizes`` (a dataset folder's stack pads
-    pairs of different sizes). Planes of a lazy (dask) layer are read here, one by one."""
+    pairs of different sizes). Planes of a lazy (dask) layer are read here, one by one (only the first ``limit``)."""
     data = layer.data
     if data.ndim == plane_ndim:
         return [(layer.name, np.asarray(data))]
@@ -259,7 +324,7 @@ def layer_planes(layer: Layer, plane_ndim: int, index: int | None = None) -> lis
     names, sizes = metadata.get("names"), metadata.get("sizes")
     names = names if names is not None and len(names) == count else [f"{layer.name} [{i}]" for i in range(count)]
     sizes = sizes if sizes is not None and len(sizes) == count else None
-    chosen = range(count) if index is None else [index]
+    chosen = range(count if limit is None else min(count, limit)) if index is None else [index]
     planes = []
     for i in chosen:
         plane = np.asarray(stack[i])

@@ -1,32 +1,42 @@
-"""Export panel: the generated pairs of the Generation panel and/or a real dataset folder, written as a training set
-(nnU-Net v2 raw, plain folders or OME-Zarr) by the engine's ``export_dataset``, with a manifest row per pair."""
+"""Export panel: the accepted generated pairs of the Curate tab (every generation, not only the last) and/or a real
+dataset folder, written as a training set (nnU-Net v2 raw, plain folders or OME-Zarr) by the engine's
+``export_dataset``, with a manifest row per pair."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import napari
-from napari.layers import Image
 from napari.utils.notifications import show_info
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
+from alignflow.data import cache_root
 from alignflow.errors import InputError
 
-from .common import LayerChoice, PathField, choice_box, guarded, start_worker
-from .generation import PAIRS_KEY
+from ..session import Pair, session_for, write_accepted_pairs
+from .common import PathField, choice_box, form, guarded, start_worker
 
 # The engine's formats (alignflow.export.FORMATS), worded for the panel.
 FORMATS = {"nnU-Net v2 (folder named DatasetXXX_Name)": "nnunet", "plain folders (images/ + masks/)": "folders",
            "OME-Zarr (.ome.zarr)": "ome-zarr"}
 
 
-def export(out: str, real: str | None, synthetic: list[str], export_format: str, overwrite: bool,
+def accepted_folder() -> Path:
+    """A new folder in the plugin's cache for the accepted pairs of one export or evaluation."""
+    return cache_root() / "plugin-accepted" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def export(out: str, real: str | None, pairs: list[Pair], export_format: str, overwrite: bool,
            label_names: list[str] | None, emit: Callable[[Any], None]) -> tuple[Path, int]:
-    """The engine's export (off the UI thread); returns the destination and the number of pairs written."""
+    """The engine's export (off the UI thread) of ``real`` and the accepted ``pairs``; returns the destination and the
+    number of pairs written."""
     from alignflow.export import export_dataset
 
+    synthetic = [write_accepted_pairs(pairs, accepted_folder())] if pairs else []
     written = [0]
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -42,13 +52,13 @@ class ExportWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
         self.worker: Any = None
         self.exported: Path | None = None
 
-        self.use_generated = QCheckBox("generated pairs")
+        self.use_generated = QCheckBox("accepted generated pairs")
         self.use_generated.setChecked(True)
-        self.generated = LayerChoice(napari_viewer, Image, accept=lambda layer: PAIRS_KEY in layer.metadata,
-                                     what="generated images (Generation panel > Generate images)")
+        self.generated_count = QLabel()
         self.use_real = QCheckBox("real pairs (dataset folder)")
         self.real = PathField("Dataset folder with images/ and masks/")
         self.format = choice_box(FORMATS)
@@ -61,35 +71,42 @@ class ExportWidget(QWidget):
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
 
-        form = QFormLayout()
-        form.addRow(self.use_generated, self.generated)
-        form.addRow(self.use_real, self.real)
-        form.addRow("Format", self.format)
-        form.addRow("Destination", self.out)
-        form.addRow("Class names", self.label_names)
-        form.addRow("", self.overwrite)
+        settings = form("export", [("generated", "", self.use_generated), ("generated", "", self.generated_count),
+                                   ("real", "", self.use_real), ("real", "", self.real),
+                                   ("format", "Format", self.format), ("out", "Destination", self.out),
+                                   ("names", "Class names", self.label_names), ("overwrite", "", self.overwrite)])
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>Export the augmented dataset</b>"))
-        layout.addLayout(form)
+        layout.addLayout(settings)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
+        self.session.changed.connect(self._session_changed)
+        self._session_changed("pairs")
 
-    def reset_choices(self, *_: Any) -> None:
-        self.generated.reset_choices()
+    def _session_changed(self, what: str) -> None:
+        state = self.session.state
+        if what == "pairs":
+            self.generated_count.setText(f"{len(self.session.accepted())} accepted of {len(state.pairs)} generated "
+                                         "(Curate tab)")
+        if what == "source" and state.source is not None and not self.real.text():
+            self.real.setText(str(state.source))
+            self.use_real.setChecked(True)
 
     def export_arguments(self) -> dict[str, Any]:
-        """What ``export_dataset`` gets; InputError names a missing field."""
-        synthetic = []
+        """What ``export`` gets; InputError names a missing field."""
+        pairs = []
         if self.use_generated.isChecked():
-            synthetic.append(self.generated.layer("Generated pairs").metadata[PAIRS_KEY])
+            pairs = self.session.accepted()
+            if not pairs:
+                raise InputError("Generated pairs", "accepted generated pairs (Generate tab, then Curate tab)", "none")
         real = None
         if self.use_real.isChecked():
             real = str(self.real.path("Real pairs", "a dataset folder with images/ and masks/"))
-        if real is None and not synthetic:
+        if real is None and not pairs:
             raise InputError("Export", "generated pairs and/or real pairs ticked", "neither")
         names = [name.strip() for name in self.label_names.text().split(",") if name.strip()]
-        return {"out": str(self.out.path("Destination", "a folder to export to")), "real": real, "synthetic": synthetic,
+        return {"out": str(self.out.path("Destination", "a folder to export to")), "real": real, "pairs": pairs,
                 "export_format": FORMATS[self.format.currentText()], "overwrite": self.overwrite.isChecked(),
                 "label_names": names or None}
 
@@ -107,4 +124,5 @@ class ExportWidget(QWidget):
         self.exported, count = result
         message = f"{count} pairs exported to {self.exported} (one manifest row per pair in manifest.json)"
         self.status_label.setText(message)
+        self.session.set("export", exported=self.exported)
         show_info(f"AlignFlow: {message}")

@@ -3,7 +3,9 @@ from the Synthetic masks panel, or masks drawn by hand), shown as a stack with t
 mode, beside the references.
 
 Every generation is also written as a folder of generated pairs (``images/``, ``masks/``, ``manifest.json`` with each
-image's seed and generator, exactly what ``alignflow generate`` writes), so the Export panel exports what is shown.
+image's seed and generator, exactly what ``alignflow generate`` writes) and joins the Curate tab's list, so every
+generation, not only the last, can be curated and exported. Empty masks are refused: an image generated for a mask
+without foreground teaches a segmenter only background.
 """
 
 from __future__ import annotations
@@ -19,20 +21,23 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
 from alignflow.data import cache_root
 from alignflow.errors import InputError
 
 from ..arrays import pad_stack, stack_metadata
+from ..session import session_for
 from .common import (
     DEVICES,
     LayerChoice,
     PathField,
     choice_box,
     current_index,
+    form,
+    grid_of,
     guarded,
     layer_planes,
     spin_box,
@@ -73,9 +78,21 @@ def class_ids(mask: np.ndarray, num_classes: int, where: str) -> np.ndarray:
     return mask.astype(np.uint8)
 
 
+def without_empty_masks(stems: list[str], masks: list[np.ndarray]) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """The masks with foreground, and the names of those without (refused: nothing to segment in them)."""
+    kept = [(stem, mask) for stem, mask in zip(stems, masks) if np.any(mask)]
+    empty = [stem for stem, mask in zip(stems, masks) if not np.any(mask)]
+    if not kept:
+        raise InputError("Masks", "masks with foreground (label 1 or more); an image for an empty mask teaches only "
+                         "background", f"{len(empty)} empty mask{'s' if len(empty) != 1 else ''}")
+    return [stem for stem, _ in kept], [mask for _, mask in kept], empty
+
+
 def generate_pairs(folder: str, stems: list[str], masks: list[np.ndarray], steps: int, guidance: float, seed: int,
-                   device: str, out: Path, emit: Callable[[Any], None]) -> GeneratedPairs:
-    """Images for ``masks`` (off the UI thread); image i is seeded with ``seed + i``. Writes ``out/pairs``."""
+                   device: str, out: Path, emit: Callable[[Any], None], evaluator: str | None = None,
+                   candidates: int = 1) -> GeneratedPairs:
+    """Images for ``masks`` (off the UI thread); image i is seeded with ``seed + i``. Writes ``out/pairs``. With an
+    ``evaluator`` (a mask-fidelity segmenter) each image is scored, and the best of ``candidates`` is kept."""
     from alignflow.data import resize_to, to_uint8, write_mask
     from alignflow.device import resolve_device
     from alignflow.generator import pairs
@@ -83,6 +100,11 @@ def generate_pairs(folder: str, stems: list[str], masks: list[np.ndarray], steps
 
     started = time.perf_counter()
     generator = load_generator(folder, resolve_device(device))
+    scorer = None
+    if evaluator:
+        from alignflow.fidelity.segmenter import load_segmenter
+
+        scorer = load_segmenter(evaluator, resolve_device(device))
     config = generator.config
     masks = [class_ids(mask, config.num_classes, f"mask {stem!r}") for stem, mask in zip(stems, masks)]
     # The masks as used, beside the pairs: each manifest row names its source mask file.
@@ -91,16 +113,21 @@ def generate_pairs(folder: str, stems: list[str], masks: list[np.ndarray], steps
         write_mask(file, mask, binary_as_255=int(mask.max()) <= 1)
     emit((0, len(masks)))
     written = pairs.generate_pairs(generator, mask_files, out / "pairs", stems=stems, seed=seed, num_steps=steps,
-                                   guidance_scale=guidance, on_progress=lambda _, done, total: emit((done, total)))
+                                   guidance_scale=guidance, evaluator=scorer, candidates=candidates if scorer else 1,
+                                   on_progress=lambda _, done, total: emit((done, total)))
     images = written.images
     pictures = [resize_to(to_uint8(image), mask.shape, kind="image") for image, mask in zip(images, masks)]
     return GeneratedPairs(stems, pictures, masks, written.folder, time.perf_counter() - started)
 
 
 def safe_stems(names: list[str]) -> list[str]:
-    """File-name-safe, unique stems for the masks' names (layer slices are named like ``layer [3]``)."""
+    """File-name-safe, unique stems for the masks' names (file names lose their image suffix; layer slices without
+    file names are named like ``layer [3]``)."""
+    from alignflow.data import IMAGE_SUFFIXES
+
     stems: list[str] = []
     for name in names:
+        name = Path(name).stem if Path(name).suffix.lower() in IMAGE_SUFFIXES else name
         stem = _UNSAFE.sub("_", name).strip("_") or "mask"
         stems.append(stem if stem not in stems else f"{stem}_{len(stems)}")
     return stems
@@ -110,6 +137,7 @@ class GenerationWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
         self.worker: Any = None
         self.result: GeneratedPairs | None = None
         self._hidden_by_grid: list[Any] = []
@@ -123,11 +151,14 @@ class GenerationWidget(QWidget):
         self.guidance.setRange(0.0, 20.0)
         self.guidance.setSingleStep(0.5)
         self.guidance.setValue(2.0)
-        self.guidance.setToolTip("Classifier-free guidance: higher follows the mask more strictly, 1 = no guidance")
         self.seed = spin_box(0, 2**31 - 1)
         self.device = choice_box(DEVICES)
+        self.evaluator = PathField("Optional: mask-fidelity evaluator (alignflow train-evaluator run folder)")
+        self.candidates = spin_box(1, 16, 1)
         self.generate_button = QPushButton("Generate images")
         self.generate_button.clicked.connect(lambda: guarded(self.generate))
+
+        self.session.changed.connect(self._session_changed)
 
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
@@ -143,22 +174,20 @@ class GenerationWidget(QWidget):
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
 
-        form = QFormLayout()
-        form.addRow("Generator", self.generator)
-        form.addRow("Masks", self.masks)
-        form.addRow("Use", self.which)
-        form.addRow("Sampling steps", self.steps)
-        form.addRow("Guidance", self.guidance)
-        form.addRow("First seed", self.seed)
-        form.addRow("Device", self.device)
-        view = QFormLayout()
+        settings = form("generation", [
+            ("generator", "Generator", self.generator), ("masks", "Masks", self.masks), ("which", "Use", self.which),
+            ("steps", "Sampling steps", self.steps), ("guidance", "Guidance", self.guidance),
+            ("seed", "First seed", self.seed), ("device", "Device", self.device),
+            ("evaluator", "Fidelity evaluator", self.evaluator), ("candidates", "Best of", self.candidates),
+        ])
+        view = form("generation", [])
         view.addRow("Mask opacity", self.opacity)
-        view.addRow("", self.contour)
+        view.addRow(self.contour)
         view.addRow("References", self.references)
-        view.addRow("", self.grid)
+        view.addRow(self.grid)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>Generate images from masks</b>"))
-        layout.addLayout(form)
+        layout.addLayout(settings)
         layout.addWidget(self.generate_button)
         layout.addWidget(self.status_label)
         layout.addWidget(QLabel("<b>View</b>"))
@@ -170,27 +199,43 @@ class GenerationWidget(QWidget):
         self.references.reset_choices()
 
     # ------------------------------------------------------------------ generation
-    def chosen_masks(self) -> tuple[list[str], list[np.ndarray]]:
-        """The masks of the chosen Labels layer (a 2-D layer is one mask, a stack many) and their stems."""
+    def chosen_masks(self, limit: int | None = None) -> tuple[list[str], list[np.ndarray]]:
+        """The masks of the chosen Labels layer (a 2-D layer is one mask, a stack many; the first ``limit``) and their
+        stems."""
         layer = self.masks.layer("Masks")
         index = current_index(self.viewer, layer) if WHICH[self.which.currentText()] and layer.ndim > 2 else None
-        planes = layer_planes(layer, 2, index)
+        planes = layer_planes(layer, 2, index, limit)
         return safe_stems([name for name, _ in planes]), [mask for _, mask in planes]
 
-    def generate(self) -> Any:
+    def _session_changed(self, what: str) -> None:
+        if what == "training" and self.session.generator is not None:
+            self.generator.setText(str(self.session.generator))  # the newest trained generator (aligned first)
+
+    def generate(self, first: int | None = None) -> Any:
+        """Images for the chosen masks (only the ``first`` N with foreground, for a preview) in a worker; returns it."""
         folder = str(self.generator.path("Generator", "a trained image generator folder"))
-        stems, masks = self.chosen_masks()
+        # A preview reads only the first masks of a (lazy) dataset layer; some may be empty, hence a margin.
+        stems, masks = self.chosen_masks(None if first is None else 4 * first)
+        stems, masks, empty = without_empty_masks(stems, masks)
+        if first is not None:
+            stems, masks = stems[:first], masks[:first]
+        if empty:
+            show_warning(f"AlignFlow: {len(empty)} empty mask{'s' if len(empty) != 1 else ''} skipped (nothing to "
+                         f"segment in them): {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
+        evaluator = self.evaluator.text() or None
         self.generate_button.setEnabled(False)
         self.status_label.setText(f"Generating {len(masks)} image{'s' if len(masks) != 1 else ''}...")
         self.worker = start_worker(
             generate_pairs, folder, stems, masks, self.steps.value(), self.guidance.value(), self.seed.value(),
-            self.device.currentText(), generated_folder(), on_done=self._show, progress_desc="AlignFlow generation",
+            self.device.currentText(), generated_folder(), evaluator=evaluator, candidates=self.candidates.value(),
+            on_done=self._show, progress_desc="AlignFlow generation",
             on_error=lambda error: self.status_label.setText(f"Failed: {error}"),
             on_finished=lambda: self.generate_button.setEnabled(True))
         return self.worker
 
     def _show(self, result: GeneratedPairs) -> None:
         self.result = result
+        self.session.add_pairs(result.folder)
         if self.grid.isChecked():
             self.grid.setChecked(False)  # the grid is rebuilt around the new layers
         for name in (IMAGES_LAYER, MASKS_LAYER):
@@ -206,7 +251,8 @@ class GenerationWidget(QWidget):
         self.viewer.reset_view()
         self.status_label.setText(f"{len(result.images)} image{'s' if not single else ''} in {result.seconds:.0f} s "
                                   f"(seeds {self.seed.value()}..{self.seed.value() + len(result.images) - 1}). "
-                                  f"Pairs kept in {result.folder} for the Export panel.")
+                                  f"They join the Curate tab (generation {self.session.state.batches}); "
+                                  f"files in {result.folder}.")
         show_info(f"AlignFlow: {len(result.images)} generated image(s) added as '{IMAGES_LAYER}'")
 
     # ------------------------------------------------------------------ view
@@ -219,7 +265,7 @@ class GenerationWidget(QWidget):
     def show_grid(self, enabled: bool) -> None:
         """Grid on: the generated images with their masks in one cell, the references layer in the next, every other
         layer hidden (napari's grid puts ``stride`` = 2 consecutive layers per cell). Grid off: the layers as before."""
-        layers, grid = self.viewer.layers, self.viewer.grid
+        layers, grid = self.viewer.layers, grid_of(self.viewer)
         if not enabled:
             grid.enabled = False
             grid.stride = 1

@@ -12,20 +12,11 @@ from typing import Any
 import napari
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSlider,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
 from alignflow.masks.postprocess import PostprocessConfig, postprocess_masks
 
-from .common import DEVICES, PathField, choice_box, report_error, spin_box, start_worker
+from .common import DEVICES, PathField, choice_box, form, guarded, report_error, spin_box, start_worker
 
 DEBOUNCE_MS = 40
 RAW_LAYER = "AlignFlow raw masks"
@@ -40,6 +31,12 @@ def draw_raw_masks(folder: str, count: int, steps: int, seed: int, device: str) 
     generator = load_mask_generator(folder, resolve_device(device))
     raw = generate_raw_masks(generator, list(range(seed, seed + count)), num_steps=steps)
     return raw.numpy(), generator.config.num_classes
+
+
+def min_area_maximum(shape: tuple[int, ...]) -> int:
+    """The minimum-area slider's range end for masks of ``shape``: a tenth of the mask (a blob that large is no
+    speck), so the whole range is usable at 64 px as at 512 px (a fixed 0-1000 px wiped out every 64-px mask)."""
+    return max(16, int(shape[0]) * int(shape[1]) // 10)
 
 
 class LabelledSlider(QWidget):
@@ -63,6 +60,11 @@ class LabelledSlider(QWidget):
     def value(self) -> float:
         return self.slider.value() * self.scale
 
+    def set_maximum(self, maximum: int) -> None:
+        """A new range end; the value is clamped into it (Qt does that and emits valueChanged if it moved)."""
+        self.slider.setMaximum(maximum)
+        self._show()
+
     def _show(self) -> None:
         self.label.setText(f"{self.value():g}")
 
@@ -81,11 +83,10 @@ class MasksWidget(QWidget):
         self.seed = spin_box(0, 2**31 - 1)
         self.device = choice_box(DEVICES)
         self.generate_button = QPushButton("Generate masks")
-        self.generate_button.clicked.connect(self._generate_clicked)
+        self.generate_button.clicked.connect(lambda: guarded(self.generate))
 
         defaults = PostprocessConfig()
         self.num_classes = spin_box(2, 16)
-        self.num_classes.setToolTip("K: classes including background (set from the generator)")
         self.threshold = LabelledSlider(5, 95, round(defaults.threshold * 100), 0.01)
         self.sigma = LabelledSlider(0, 50, round(defaults.sigma * 10), 0.1)
         self.opening = LabelledSlider(0, 8, defaults.opening_radius)
@@ -104,20 +105,13 @@ class MasksWidget(QWidget):
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
 
-        source = QFormLayout()
-        source.addRow("Generator", self.generator)
-        source.addRow("Masks", self.count)
-        source.addRow("Sampling steps", self.steps)
-        source.addRow("First seed", self.seed)
-        source.addRow("Device", self.device)
-        sliders = QFormLayout()
-        sliders.addRow("Classes (K)", self.num_classes)
-        sliders.addRow("Threshold", self.threshold)
-        sliders.addRow("Blur sigma (px)", self.sigma)
-        sliders.addRow("Opening radius", self.opening)
-        sliders.addRow("Closing radius", self.closing)
-        sliders.addRow("Min. area (px)", self.min_area)
-        sliders.addRow("", self.fill_holes)
+        source = form("masks", [("generator", "Generator", self.generator), ("count", "Masks", self.count),
+                                ("steps", "Sampling steps", self.steps), ("seed", "First seed", self.seed),
+                                ("device", "Device", self.device)])
+        sliders = form("masks", [("num_classes", "Classes (K)", self.num_classes), ("threshold", "Threshold", self.threshold),
+                                 ("sigma", "Blur sigma (px)", self.sigma), ("opening", "Opening radius", self.opening),
+                                 ("closing", "Closing radius", self.closing), ("min_area", "Min. area (px)", self.min_area)])
+        sliders.addRow(self.fill_holes)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>Synthetic masks</b>"))
         layout.addLayout(source)
@@ -134,12 +128,6 @@ class MasksWidget(QWidget):
                                  fill_holes=self.fill_holes.isChecked())
 
     # ------------------------------------------------------------------ generation
-    def _generate_clicked(self) -> None:
-        try:
-            self.generate()
-        except Exception as error:  # noqa: BLE001 - a notification, never a dead button
-            report_error(error)
-
     def generate(self) -> Any:
         folder = str(self.generator.path("Generator", "a trained mask generator folder"))
         self.generate_button.setEnabled(False)
@@ -154,6 +142,9 @@ class MasksWidget(QWidget):
         self.num_classes.blockSignals(True)
         self.num_classes.setValue(num_classes)
         self.num_classes.blockSignals(False)
+        self.min_area.slider.blockSignals(True)  # the run below uses the clamped value
+        self.min_area.set_maximum(min_area_maximum(self.raw.shape[-2:]))
+        self.min_area.slider.blockSignals(False)
         if RAW_LAYER in self.viewer.layers:
             self.viewer.layers[RAW_LAYER].data = self.raw
         else:

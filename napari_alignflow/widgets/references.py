@@ -32,6 +32,8 @@ from alignflow.data import IMAGE_SUFFIXES, read_image, write_image
 from alignflow.errors import InputError
 
 from ..arrays import pad_stack, stack_metadata
+from ..session import session_for
+from ..tooltips import tooltip
 from .common import image_slices, report_error, spin_box, start_worker
 
 THUMBNAIL = 72
@@ -81,6 +83,7 @@ class ReferencesWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
         self.references: list[Reference] = []
         self.advice: Any = None
         self.worker: Any = None
@@ -117,6 +120,7 @@ class ReferencesWidget(QWidget):
         self.suggest_button.setToolTip("Pick the k most representative images of the open image layers "
                                        "(selected layers, or all if none is selected)")
         self.suggest_button.clicked.connect(lambda: self._guarded(self.suggest))
+        self.k_spin.setToolTip(tooltip("guide.references"))
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
         self.summary_label = QLabel()
@@ -174,6 +178,7 @@ class ReferencesWidget(QWidget):
             path = folder / f"{i:03d}_{stem}.png"
             write_image(path, reference.image)
             files.append(path)
+        self.session.set("references", references=folder)
         return files
 
     def show_as_layer(self) -> Image:
@@ -187,9 +192,10 @@ class ReferencesWidget(QWidget):
         return self.viewer.add_image(pad_stack(images), name=LAYER, rgb=True, metadata=metadata)
 
     # ------------------------------------------------------------------ the advisor
-    def suggest(self) -> Any:
-        """Run the advisor on the selected (or all) image layers in a worker; returns the worker."""
-        layers = [layer for layer in self.viewer.layers.selection if isinstance(layer, Image)] or \
+    def suggest(self, layers: Sequence[Image] | None = None, then: Callable[[], Any] | None = None) -> Any:
+        """Run the advisor on ``layers`` (default: the selected, or all, image layers) in a worker; returns it.
+        ``then`` runs once the suggestion is the list (e.g. saving it for stage 2)."""
+        layers = list(layers or []) or [layer for layer in self.viewer.layers.selection if isinstance(layer, Image)] or \
                  [layer for layer in self.viewer.layers if isinstance(layer, Image)]
         candidates = [pair for layer in layers for pair in image_slices(layer)]
         names = [name for name, _ in candidates]
@@ -199,7 +205,7 @@ class ReferencesWidget(QWidget):
         self.summary_label.setText(f"Looking at {len(candidates)} images...")
         self.worker = start_worker(
             advise, [image for _, image in candidates], names, self.k_spin.value(),
-            on_done=lambda advice: self._apply_advice(advice, candidates),
+            on_done=lambda advice: self._apply_advice(advice, candidates, then),
             on_progress=self._show_progress, on_finished=self._advice_finished,
         )
         return self.worker
@@ -210,11 +216,13 @@ class ReferencesWidget(QWidget):
         self.progress_bar.setValue(done)
         self.progress_bar.setFormat(f"{stage}: %v / %m")
 
-    def _apply_advice(self, advice: Any, candidates: list[tuple[str, np.ndarray]]) -> None:
+    def _apply_advice(self, advice: Any, candidates: list[tuple[str, np.ndarray]], then: Callable[[], Any] | None = None) -> None:
         self.advice = advice
         self.references = [Reference(*candidates[pick["index"]]) for pick in advice.picks]
         self._refresh()
         self.summary_label.setText(summary_text(advice))
+        if then is not None:
+            self._guarded(then)
 
     def _advice_finished(self) -> None:
         self.suggest_button.setEnabled(True)

@@ -1,16 +1,34 @@
 """Segmentation panel: a trained MedFlowSeg on an image layer. Adds the STAPLE-fused labels, a per-pixel uncertainty
-map (colormap + colorbar) and the ensemble's individual samples as layers (docs/segmentation.md)."""
+map (colormap + colorbar) and the ensemble's individual samples as layers (docs/segmentation.md), ranks the images by
+a per-image uncertainty score (the cases to review first), and saves the results as files (labels, uncertainty maps,
+samples, scores) or as a dataset folder (the images with the fused labels as masks/, ready to correct and train on).
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_info
-from qtpy.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from alignflow.errors import InputError
 
 from ..arrays import pad_stack, pad_to, stack_metadata, stack_shape
 from .common import (
@@ -19,6 +37,7 @@ from .common import (
     PathField,
     choice_box,
     current_index,
+    form,
     guarded,
     image_slices,
     spin_box,
@@ -34,6 +53,40 @@ UNCERTAINTY_CHOICES = {"entropy of the samples": "entropy", "variance of the sam
                        "STAPLE posterior": "staple"}
 FUSIONS = {"STAPLE (the paper)": "staple", "majority vote": "vote"}
 WHICH = {"all images of the layer": False, "only the image shown": True}
+
+
+SCORES_FILE = "uncertainty_scores.json"
+
+
+def uncertainty_scores(result: Any, kind: str) -> list[float]:
+    """Each image's uncertainty score in [0, 1] for the map ``kind`` (alignflow.segmentation.uncertainty.image_score)."""
+    from alignflow.segmentation.uncertainty import image_score
+
+    return [image_score(item.uncertainty[kind], item.samples, kind, result.num_classes) for item in result.images]
+
+
+def save_results(out: Path, names: list[str], images: list[np.ndarray], result: Any, kind: str, as_dataset: bool) -> Path:
+    """The result as files (off the UI thread): the engine's layout (labels/, uncertainty/, posterior/, samples/,
+    manifest.json) plus the per-image scores; or, ``as_dataset``, a dataset folder: the images and their fused labels
+    as masks/ (to correct in napari and train on), the scores beside them."""
+    from alignflow.atomic import atomic_directory, atomic_write_json
+    from alignflow.data import write_image, write_mask
+    from alignflow.segmentation.inference import write_segmentations
+
+    from .generation import safe_stems
+
+    stems = safe_stems(names)
+    scores = [{"stem": stem, "name": name, "uncertainty_score": score, "uncertainty": kind}
+              for stem, name, score in zip(stems, names, uncertainty_scores(result, kind))]
+    with atomic_directory(out) as tmp:
+        if as_dataset:
+            for stem, image, item in zip(stems, images, result.images):
+                write_image(tmp / "images" / f"{stem}.png", image)
+                write_mask(tmp / "masks" / f"{stem}.png", item.labels, binary_as_255=result.num_classes <= 2)
+        else:
+            write_segmentations(tmp, stems, result)
+        atomic_write_json(tmp / SCORES_FILE, sorted(scores, key=lambda row: -row["uncertainty_score"]))
+    return out
 
 
 def segment(folder: str, images: list[np.ndarray], samples: int, steps: int, seed: int, fusion: str, device: str,
@@ -60,10 +113,9 @@ class SegmentationWidget(QWidget):
                                  accept=lambda layer: layer.name != UNCERTAINTY_LAYER,
                                  what="an Image layer to segment (open a scan first)")
         self.which = choice_box(WHICH)
+        self.images: list[np.ndarray] = []
         self.steps = spin_box(1, 500, 50)
-        self.steps.setToolTip("Euler steps per sample (paper: 50)")
         self.samples = spin_box(1, 64, 10)
-        self.samples.setToolTip("Ensemble size M: samples per image, fused into one label map (paper: 10)")
         self.fusion = choice_box(FUSIONS)
         self.seed = spin_box(0, 2**31 - 1)
         self.device = choice_box(DEVICES)
@@ -73,25 +125,43 @@ class SegmentationWidget(QWidget):
         self.uncertainty.currentIndexChanged.connect(self._show_uncertainty)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        self.ranking = QTableWidget(0, 2)
+        self.ranking.setHorizontalHeaderLabels(("image", "uncertainty"))
+        self.ranking.setToolTip("The images by their uncertainty score (mean of the map over the region some sample "
+                                "labels foreground, 0..1): review the top ones first. Click a row to show it.")
+        self.ranking.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.ranking.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.ranking.verticalHeader().setVisible(False)
+        self.ranking.horizontalHeader().setStretchLastSection(True)
+        self.ranking.setMinimumHeight(120)
+        self.ranking.itemSelectionChanged.connect(self._show_ranked)
+        save_files = QPushButton("Save results...")
+        save_files.setToolTip("Labels, uncertainty maps (TIFF + PNG), STAPLE posterior, samples, manifest and the "
+                              f"per-image scores ({SCORES_FILE}) into a new folder")
+        save_files.clicked.connect(lambda: self._choose_save_folder(as_dataset=False))
+        save_dataset = QPushButton("Save as dataset...")
+        save_dataset.setToolTip("The images with the fused labels as masks/: a dataset folder to correct and train on")
+        save_dataset.clicked.connect(lambda: self._choose_save_folder(as_dataset=True))
+        self.saved: Path | None = None
 
-        form = QFormLayout()
-        form.addRow("Segmenter", self.segmenter)
-        form.addRow("Image", self.image)
-        form.addRow("Use", self.which)
-        form.addRow("Sampling steps", self.steps)
-        form.addRow("Ensemble size", self.samples)
-        form.addRow("Fusion", self.fusion)
-        form.addRow("Seed", self.seed)
-        form.addRow("Device", self.device)
-        view = QFormLayout()
-        view.addRow("Uncertainty map", self.uncertainty)
+        settings = form("segmentation", [
+            ("segmenter", "Segmenter", self.segmenter), ("image", "Image", self.image), ("which", "Use", self.which),
+            ("steps", "Sampling steps", self.steps), ("samples", "Ensemble size", self.samples),
+            ("fusion", "Fusion", self.fusion), ("seed", "Seed", self.seed), ("device", "Device", self.device),
+        ])
+        view = form("segmentation", [("uncertainty", "Uncertainty map", self.uncertainty)])
+        saving = QHBoxLayout()
+        saving.addWidget(save_files)
+        saving.addWidget(save_dataset)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>Segment with uncertainty</b>"))
-        layout.addLayout(form)
+        layout.addLayout(settings)
         layout.addWidget(self.run_button)
         layout.addWidget(self.status_label)
         layout.addLayout(view)
-        layout.addStretch(1)
+        layout.addWidget(QLabel("Review first (most uncertain on top):"))
+        layout.addWidget(self.ranking, 1)
+        layout.addLayout(saving)
 
     def reset_choices(self, *_: Any) -> None:
         self.image.reset_choices()
@@ -112,7 +182,7 @@ class SegmentationWidget(QWidget):
         self.worker = start_worker(
             segment, folder, images, self.samples.value(), self.steps.value(), self.seed.value(),
             FUSIONS[self.fusion.currentText()], self.device.currentText(),
-            on_done=lambda result: self._show(result, names), progress_desc="AlignFlow segmentation",
+            on_done=lambda result: self._show(result, names, images), progress_desc="AlignFlow segmentation",
             on_error=lambda error: self.status_label.setText(f"Failed: {error}"),
             on_finished=lambda: self.run_button.setEnabled(True))
         return self.worker
@@ -126,8 +196,8 @@ class SegmentationWidget(QWidget):
     def _stack(self, planes: list[np.ndarray]) -> np.ndarray:
         return planes[0] if len(planes) == 1 else pad_stack(planes)
 
-    def _show(self, result: Any, names: list[str]) -> None:
-        self.result, self.names = result, names
+    def _show(self, result: Any, names: list[str], images: list[np.ndarray]) -> None:
+        self.result, self.names, self.images = result, names, images
         sizes = [item.labels.shape for item in result.images]
         metadata = stack_metadata(names, sizes)
         # The samples [M, H, W] of each image, stacked as [M, N, H, W]: the leading axis is the sample, so the image
@@ -148,7 +218,61 @@ class SegmentationWidget(QWidget):
             f"{len(result)} image{'s' if len(result) != 1 else ''} in {result.seconds:.0f} s "
             f"({result.num_samples} samples of {result.num_steps} steps, {result.fusion} fusion). Layers: "
             f"'{LABELS_LAYER}', '{UNCERTAINTY_LAYER}' and the samples in '{SAMPLES_LAYER}' (hidden; tick its eye).")
+        self._rank()
         show_info(f"AlignFlow: segmentation of {len(result)} image(s) added")
+
+    # ------------------------------------------------------------------ ranking and saving
+    def scores(self) -> list[float]:
+        return uncertainty_scores(self.result, self.uncertainty_kind)
+
+    def _rank(self) -> None:
+        """The images by their score for the map shown, most uncertain first."""
+        scores = self.scores()
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        self.ranking.blockSignals(True)
+        self.ranking.setRowCount(len(order))
+        for row, index in enumerate(order):
+            for column, text in enumerate((self.names[index], f"{scores[index]:.3f}")):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, index)
+                self.ranking.setItem(row, column, item)
+        self.ranking.blockSignals(False)
+
+    def ranked_names(self) -> list[str]:
+        return [self.ranking.item(row, 0).text() for row in range(self.ranking.rowCount())]
+
+    def _show_ranked(self) -> None:
+        """The chosen image on the slider (a stack's first axis)."""
+        rows = self.ranking.selectedIndexes()
+        if not rows or len(self.names) < 2 or LABELS_LAYER not in self.viewer.layers:
+            return
+        index = int(self.ranking.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole))
+        layer = self.viewer.layers[LABELS_LAYER]
+        axis = self.viewer.dims.ndim - layer.ndim
+        self.viewer.dims.set_current_step(axis, index)
+
+    def save(self, folder: str | Path, as_dataset: bool = False) -> Any:
+        """Save the last result into ``folder`` (a new folder) in a worker; returns the worker."""
+        if self.result is None:
+            raise InputError("Save", "a segmentation to save (press Segment first)", "none")
+        folder = Path(folder)
+        if folder.exists() and any(folder.iterdir()):
+            raise InputError(folder, "a new (empty) folder for the results", "a folder that holds files")
+        self.status_label.setText(f"Saving to {folder}...")
+        return start_worker(save_results, folder, self.names, self.images, self.result, self.uncertainty_kind, as_dataset,
+                            on_done=self._saved)
+
+    def _saved(self, folder: Path) -> None:
+        self.saved = folder
+        scores = json.loads((folder / SCORES_FILE).read_text())
+        message = f"Saved to {folder} (per-image uncertainty in {SCORES_FILE}; most uncertain: {scores[0]['name']})"
+        self.status_label.setText(message)
+        show_info(f"AlignFlow: {message}")
+
+    def _choose_save_folder(self, as_dataset: bool) -> None:
+        folder = QFileDialog.getSaveFileName(self, "New folder for the segmentation results")[0]
+        if folder:
+            guarded(lambda: self.save(folder, as_dataset))
 
     def _uncertainty_planes(self) -> np.ndarray:
         return self._stack([item.uncertainty[self.uncertainty_kind] for item in self.result.images])
@@ -169,3 +293,4 @@ class SegmentationWidget(QWidget):
             return
         self.viewer.layers[UNCERTAINTY_LAYER].data = self._uncertainty_planes()
         self._style_uncertainty()
+        self._rank()

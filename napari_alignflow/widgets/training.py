@@ -1,21 +1,26 @@
 """Training panel: stage 1 / stage 2 as a job of a runner (a subprocess on this computer, or a job of an
-``alignflow serve`` server), followed through its event stream: progress bar, live loss plot, preview images.
+``alignflow serve`` server), followed through its event stream: data preparation with its own progress and time
+estimate, a progress bar, a live loss plot, preview images.
 
 Nothing trains in napari's process, so the viewer stays responsive (docs/plugin.md gives the measured event-loop
 delay). A timer on the UI thread asks twice a second for the job's state and new events; the asking (a file read, or
 HTTP requests with retries for a server) runs in a worker thread, one at a time, so a slow or unreachable server never
 blocks the viewer.
+
+``start_chain`` runs stage 1 and then stage 2 from it (the guided flow's "Train and align").
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import napari
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from alignflow.config import read_config_file
 from alignflow.errors import InputError
@@ -23,18 +28,46 @@ from alignflow.errors import InputError
 from ..runners import REMOTE, RUN_LOCATIONS, Poll, make_runner
 from ..runners import poll as poll_job
 from ..runners import submit as submit_job
-from .common import DEVICES, PathField, ProgressBar, choice_box, guarded, spin_box, start_worker
+from ..session import session_for
+from .common import DEVICES, PathField, ProgressBar, choice_box, form, guarded, set_row_visible, spin_box, start_worker
 from .loss_plot import LossPlot
 
 POLL_MS = 500
 STAGES = {"Stage 1: learn the source domain": "train", "Stage 2: align to the references": "align"}
+REWARDS = {"MMD (the paper)": "mmd", "symmetric KL": "skl"}
 PREVIEW_LAYER = "AlignFlow training preview"
+LOG_POINTS = 100  # about this many loss points per run, whatever its length
+PREVIEWS = 10  # and this many previews
+
+
+def interval(steps: int, count: int) -> int:
+    """Every how many steps, for about ``count`` events over a run of ``steps`` (at least every step)."""
+    return max(1, steps // count)
+
+
+def time_left(seconds: float) -> str:
+    """One wording for every remaining-time figure of the panel (status line and progress bar)."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s left"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min left"
+    return f"about {seconds / 3600:.1f} h left"
+
+
+@dataclass
+class Follow:
+    """Stage 2 to start when the running stage 1 succeeds (the chained "Train and align")."""
+
+    out: Path
+    references: Path
+    steps: int
 
 
 class TrainingWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
         self.runner: Any = None
         self.job: str | None = None
         self.seen = 0  # events already handled
@@ -43,20 +76,37 @@ class TrainingWidget(QWidget):
         self.results: Path | None = None  # the finished run folder on this computer (a server's is downloaded)
         self.polling: Any = None  # the worker asking for the job's news, while one is under way
         self.out_folder: Path | None = None
+        self.started_at = 0.0
+        self.events_seen = False
+        self.follow: Follow | None = None
 
         self.source = PathField("Source dataset (folder with images/ and masks/)")
         self.out = PathField("Run folder (created; a new one per run)")
         self.stage = choice_box(list(STAGES))
         self.init = PathField("Stage-1 generator (its run folder)")
-        self.references = PathField("Reference images (folder; References panel > Save as folder)")
+        self.references = PathField("Reference images (folder; References tab > Save as folder)")
+        self.num_references = spin_box(0, 10_000, 10)
+        self.num_references.setSpecialValueText("all")
+        self.t_is = spin_box(0, 19, 5)
+        self.w_align = QDoubleSpinBox()
+        self.w_align.setRange(0.0, 100.0)
+        self.w_align.setSingleStep(0.1)
+        self.w_align.setValue(1.0)
+        self.reward = choice_box(REWARDS)
+        self.translation = QDoubleSpinBox()
+        self.translation.setRange(0.0, 1.0)
+        self.translation.setSingleStep(0.05)
+        self.translation.setSpecialValueText("off")
         self.steps = spin_box(1, 1_000_000, 1000)
         self.batch_size = spin_box(1, 512, 8)
+        self.max_pairs = spin_box(0, 1_000_000, 0)
+        self.max_pairs.setSpecialValueText("all")
         self.device = choice_box(DEVICES)
         self.run_on = choice_box(list(RUN_LOCATIONS))
         self.server_url = QLineEdit()
         self.server_url.setPlaceholderText("https://gpu.lab.example:8765 (alignflow serve)")
         self.server_token = QLineEdit()
-        self.server_token.setEchoMode(QLineEdit.EchoMode.Password)  # shown as dots, kept only in this field and the runner
+        self.server_token.setEchoMode(QLineEdit.EchoMode.Password)  # shown as dots, kept only here and in the runner
         self.server_token.setPlaceholderText("the server's token")
         self.config_file = PathField("Optional: YAML/JSON file of further options", folder=False)
 
@@ -76,26 +126,24 @@ class TrainingWidget(QWidget):
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
 
-        self.form = form = QFormLayout()
-        form.addRow("Source", self.source)
-        form.addRow("Run folder", self.out)
-        form.addRow("Stage", self.stage)
-        form.addRow("Start from", self.init)
-        form.addRow("References", self.references)
-        form.addRow("Steps", self.steps)
-        form.addRow("Batch size", self.batch_size)
-        form.addRow("Device", self.device)
-        form.addRow("Run on", self.run_on)
-        form.addRow("Server", self.server_url)
-        form.addRow("Token", self.server_token)
-        form.addRow("Options file", self.config_file)
+        self.form = form("training", [
+            ("source", "Source", self.source), ("out", "Run folder", self.out), ("stage", "Stage", self.stage),
+            ("init", "Start from", self.init), ("references", "References", self.references),
+            ("num_references", "References used", self.num_references), ("t_is", "t_is", self.t_is),
+            ("w_align", "w_align", self.w_align), ("reward", "Reward", self.reward),
+            ("translation", "Translation", self.translation),
+            ("steps", "Steps", self.steps), ("batch_size", "Batch size", self.batch_size),
+            ("max_pairs", "Max pairs", self.max_pairs), ("device", "Device", self.device),
+            ("run_on", "Run on", self.run_on), ("server", "Server", self.server_url), ("token", "Token", self.server_token),
+            ("options", "Options file", self.config_file),
+        ])
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.resume_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>Train the generator</b>"))
-        layout.addLayout(form)
+        layout.addLayout(self.form)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
         layout.addWidget(self.plot)
@@ -113,23 +161,40 @@ class TrainingWidget(QWidget):
     def remote(self) -> bool:
         return self.run_on.currentText() == REMOTE
 
+    def set_stage(self, kind: str) -> None:
+        self.stage.setCurrentIndex(list(STAGES.values()).index(kind))
+
     def _show_fields(self) -> None:
-        for field, shown in ((self.init, self.kind == "align"), (self.references, self.kind == "align"),
+        align = self.kind == "align"
+        for field, shown in ((self.init, align), (self.references, align), (self.num_references, align),
+                             (self.t_is, align), (self.w_align, align), (self.reward, align), (self.translation, align),
                              (self.server_url, self.remote), (self.server_token, self.remote)):
-            field.setVisible(shown)
-            self.form.labelForField(field).setVisible(shown)
+            set_row_visible(self.form, field, shown)
         self.init.edit.setPlaceholderText("job:ID/generator (a stage-1 job on the server)" if self.remote
                                           else "Stage-1 generator (its run folder)")
 
     def job_config(self) -> dict[str, Any]:
-        """The job's config (the same keys as ``alignflow train/align --config``); InputError names a missing field."""
+        """The job's config (the same keys as ``alignflow train/align --config``); InputError names a missing field.
+
+        Log and preview intervals follow the number of steps (about 100 loss points and 10 previews per run) unless
+        the options file sets them."""
         config = read_config_file(self.config_file.text()) if self.config_file.text() else {}
+        steps = self.steps.value()
+        config.setdefault("log_every", interval(steps, LOG_POINTS))
+        config.setdefault("preview_every", interval(steps, PREVIEWS))
         config.update(source=str(self.source.path("Source", "a dataset folder with images/ and masks/")),
                       out=str(self.out.path("Run folder", "a folder for the run")),
-                      steps=self.steps.value(), batch_size=self.batch_size.value(), device=self.device.currentText())
+                      steps=steps, batch_size=self.batch_size.value(), device=self.device.currentText())
+        if self.max_pairs.value():
+            config["max_pairs"] = self.max_pairs.value()
         if self.kind == "align":
             config.update(init=str(self.init.path("Start from", "the stage-1 generator's run folder")),
-                          references=str(self.references.path("References", "a folder of target-domain images")))
+                          references=str(self.references.path("References", "a folder of target-domain images")),
+                          t_is=self.t_is.value(), w_align=self.w_align.value(), reward=REWARDS[self.reward.currentText()])
+            if self.num_references.value():
+                config["num_references"] = self.num_references.value()
+            if self.translation.value() > 0:
+                config["translation_strength"] = self.translation.value()
         return config
 
     # ------------------------------------------------------------------ job control
@@ -158,13 +223,23 @@ class TrainingWidget(QWidget):
                             on_done=lambda job: self._follow(runner, job, out),
                             on_error=lambda error: self._stopped(f"Not started: {error}", notify=False))
 
+    def start_chain(self, stage1_out: Path, stage2_out: Path, references: Path, stage2_steps: int) -> Any:
+        """Stage 1 into ``stage1_out`` now, then stage 2 from it into ``stage2_out`` (aligned to ``references``)."""
+        self.set_stage("train")
+        self.out.setText(str(stage1_out))
+        worker = self.start()
+        self.follow = Follow(Path(stage2_out), Path(references), stage2_steps)
+        return worker
+
     def _follow(self, runner: Any, job: str, out: Path) -> None:
         self.runner, self.job, self.out_folder = runner, job, out
         self.seen = 0
+        self.started_at = time.monotonic()
+        self.events_seen = False
         self.plot.clear()
         self._set_running(True)
         where = self.run_on.currentText()
-        self.status_label.setText(f"Started {self.kind} job {job} on {where}."
+        self.status_label.setText(f"Started {self.kind} job {job} on {where}: loading the data and models..."
                                   + (" Previews come from the server's run folder." if self.remote else ""))
         self.timer.start()
 
@@ -172,6 +247,7 @@ class TrainingWidget(QWidget):
         """Stop the job (it writes a checkpoint first); the runner's wait happens off the UI thread."""
         if self.runner is None or self.job is None:
             return None
+        self.follow = None
         self.cancel_button.setEnabled(False)
         self.status_label.setText("Cancelling (the job saves a checkpoint first)...")
         return start_worker(self.runner.cancel, self.job, on_done=lambda _: None,
@@ -181,6 +257,10 @@ class TrainingWidget(QWidget):
         """One timer tick: ask for the job's state and new events in a worker, unless the last ask is still out."""
         if self.runner is None or self.job is None or self.polling is not None:
             return None
+        if not self.events_seen:  # the job has not said anything yet: say that it is preparing, and for how long
+            waited = time.monotonic() - self.started_at
+            self.status_label.setText(f"{self.kind.capitalize()} job {self.job}: loading the data and models "
+                                      f"({waited:.0f} s)...")
         self.polling = start_worker(poll_job, self.runner, self.job, self.seen, on_done=self._apply,
                                     on_error=lambda error: self._stopped(f"Lost the job: {error}", notify=False),
                                     on_finished=self._poll_finished)
@@ -197,7 +277,7 @@ class TrainingWidget(QWidget):
         for event in news.events:
             plotted |= self._handle(event)
         if plotted:
-            self.plot.redraw()
+            self.plot.redraw()  # once per poll, however many events came
         if news.preview is not None:
             self._show_preview(news.preview)
         self.last_status = news.status
@@ -206,19 +286,43 @@ class TrainingWidget(QWidget):
 
     def _handle(self, event: dict[str, Any]) -> bool:
         kind = event.get("type")
+        stage = event.get("stage")
+        if kind in ("start", "progress", "resume"):
+            self.events_seen = True
+        if kind == "progress" and stage == "encode":
+            self._show_encoding(event)
+            return False
         if kind in ("start", "progress", "resume") and "total" in event:
-            self.progress_bar.desc = f"AlignFlow stage {event.get('stage')}"
+            self.progress_bar.desc = f"AlignFlow stage {stage}"
             self.progress_bar.update(int(event.get("step", 0)), int(event["total"]))
         if kind == "progress":
             loss = event.get("loss")
             eta = event.get("eta_s")
-            self.status_label.setText(f"Stage {event.get('stage')}: step {event.get('step')} / {event.get('total')}"
+            left = time_left(eta) if isinstance(eta, (int, float)) else None
+            self.progress_bar.set_postfix(left or "")
+            self.status_label.setText(f"Stage {stage}: step {event.get('step')} / {event.get('total')}"
                                       + (f", loss {loss:.4f}" if isinstance(loss, float) else "")
-                                      + (f", about {eta / 60:.0f} min left" if isinstance(eta, (int, float)) else ""))
+                                      + (f", {left}" if left else ""))
             return self.plot.add(event)
         if kind == "warning":
             show_info(f"AlignFlow: {event.get('message')}")
         return False
+
+    def _show_encoding(self, event: dict[str, Any]) -> None:
+        """Data preparation: the run encodes every training pair once before its first step (and keeps the result)."""
+        done, total = int(event.get("step", 0)), int(event.get("total", 0))
+        if event.get("cached"):
+            self.status_label.setText(f"Preparing data: the {total} images were encoded by an earlier run on the same "
+                                      "files and settings; reused.")
+            return
+        elapsed = event.get("elapsed")
+        left = (time_left(elapsed / done * (total - done)) if isinstance(elapsed, (int, float)) and done else
+                "estimating the time")
+        self.progress_bar.desc = "AlignFlow: preparing data"
+        self.progress_bar.update(done, total)
+        self.progress_bar.set_postfix(left)
+        self.status_label.setText(f"Preparing data: encoding {total} images ({done} done, {left}; done once, later runs "
+                                  "on the same data reuse it). Max pairs makes a first run quicker.")
 
     def _show_preview(self, image: Any) -> None:
         if PREVIEW_LAYER in self.viewer.layers:
@@ -252,6 +356,19 @@ class TrainingWidget(QWidget):
             message += f" On the server it is job:{self.job}/generator (stage 2 there starts from it)."
             if self.kind == "train" and not self.init.text():
                 self.init.setText(f"job:{self.job}/generator")
+        else:
+            self.session.set("training", **{"stage1" if self.kind == "train" else "stage2": self.results})
+        follow, self.follow = self.follow, None
+        if follow is not None and self.kind == "train":
+            self._stopped(message + " Stage 2 starts now.", notify=False)
+            self.set_stage("align")
+            self.init.setText(str(self.results) if not self.remote_job else f"job:{self.job}/generator")
+            self.references.setText(str(follow.references))
+            self.num_references.setValue(0)  # all of them: the guide saved exactly the references to use
+            self.out.setText(str(follow.out))
+            self.steps.setValue(follow.steps)
+            guarded(self.start)
+            return
         self._stopped(message)
 
     @property
@@ -267,6 +384,8 @@ class TrainingWidget(QWidget):
         self.progress_bar.close()
         self._set_running(False)
         self.status_label.setText(message)
+        if error or notify:
+            self.follow = None
         if notify:
             (show_error if error else show_info)(f"AlignFlow training: {message}")
 

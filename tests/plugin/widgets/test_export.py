@@ -1,4 +1,4 @@
-"""Export panel: pairs generated in the Generation panel (tiny real generator) plus real Kvasir pairs, written as
+"""Export panel: the accepted pairs of every generation (tiny real generator) plus real Kvasir pairs, written as
 nnU-Net v2 and plain folders; an existing destination is refused with a notification unless overwrite is ticked."""
 
 import json
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from alignflow.data import read_mask, scan_dataset
+from napari_alignflow.session import REJECTED, session_for
 from napari_alignflow.widgets.export import FORMATS, ExportWidget
-from napari_alignflow.widgets.generation import IMAGES_LAYER, GenerationWidget
+from napari_alignflow.widgets.generation import GenerationWidget
 
 from ..conftest import notifications_since, wait_for_worker
 
@@ -35,12 +36,12 @@ def generated(make_napari_viewer, image_generator, monkeypatch, tmp_path, qtbot)
     wait_for_worker(qtbot, generation.generate(), timeout_ms=120_000)
     widget = ExportWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    return viewer, widget, masks
+    return viewer, widget, masks, generation
 
 
 def test_generated_and_real_pairs_are_exported_for_nnunet(generated, kvasir_small, tmp_path, qtbot):
-    viewer, widget, masks = generated
-    assert widget.generated.currentText() == IMAGES_LAYER
+    viewer, widget, masks, _ = generated
+    assert widget.generated_count.text().startswith("2 accepted of 2")
     widget.use_real.setChecked(True)
     widget.real.setText(str(kvasir_small))
     out = tmp_path / "Dataset501_Polyps"
@@ -67,12 +68,23 @@ def test_generated_and_real_pairs_are_exported_for_nnunet(generated, kvasir_smal
     assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
 
 
-def test_plain_folders_and_nothing_ticked(generated, tmp_path, qtbot):
-    viewer, widget, masks = generated
+def test_every_accepted_generation_is_exported_not_only_the_last(generated, tmp_path, qtbot):
+    viewer, widget, masks, generation = generated
+    wait_for_worker(qtbot, generation.generate(), timeout_ms=120_000)  # the same two masks again: a second batch
+    session = session_for(viewer)
+    session.decide([session.state.pairs[0]], REJECTED)
     widget.format.setCurrentIndex(list(FORMATS.values()).index("folders"))
     widget.out.setText(str(tmp_path / "plain"))
     wait_for_worker(qtbot, widget.export())
-    assert len(scan_dataset(tmp_path / "plain").pairs) == 2
+    exported = sorted(pair.stem for pair in scan_dataset(tmp_path / "plain").pairs)
+    assert len(exported) == 3  # 2 + 2 generated, one rejected
+    # drawn_1 was generated twice and accepted twice: told apart by generation; drawn_0 is left only once
+    assert [stem for stem in exported if "drawn_1" in stem] == ["synthetic_g1_drawn_1", "synthetic_g2_drawn_1"]
+    assert "synthetic_drawn_0" in exported
     widget.use_generated.setChecked(False)
     with pytest.raises(ValueError, match="Export"):
+        widget.export()
+    widget.use_generated.setChecked(True)
+    session.decide(session.state.pairs, REJECTED)
+    with pytest.raises(ValueError, match="Generated pairs"):
         widget.export()

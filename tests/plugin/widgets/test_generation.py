@@ -8,6 +8,7 @@ import pytest
 
 from alignflow.data import read_mask
 from napari_alignflow.readers.dataset_folder import dataset_layers
+from napari_alignflow.widgets.common import grid_of
 from napari_alignflow.widgets.generation import IMAGES_LAYER, MASKS_LAYER, PAIRS_KEY, GenerationWidget
 from napari_alignflow.widgets.references import LAYER as REFERENCES_LAYER
 
@@ -74,13 +75,34 @@ def test_a_drawn_mask_gives_one_image_and_the_grid_shows_the_references(panel, i
     widget.references.reset_choices()
     assert widget.references.currentText() == REFERENCES_LAYER
     widget.grid.setChecked(True)
-    grid, layers = viewer.grid, viewer.layers
+    grid, layers = grid_of(viewer), viewer.layers
     assert grid.enabled and not other.visible
     shown = [layers.index(name) for name in (IMAGES_LAYER, MASKS_LAYER, REFERENCES_LAYER)]
     cells = [grid.position(i, layers) for i in shown]
     assert cells[0] == cells[1] != cells[2]  # image and mask share a cell, the references are beside them
     widget.grid.setChecked(False)
     assert not grid.enabled and other.visible and layers[-1].name == MASKS_LAYER
+
+
+def test_empty_masks_are_refused_with_a_message_and_every_generation_joins_the_curation_list(panel, qtbot):
+    from napari_alignflow.session import session_for
+
+    viewer, widget = panel
+    masks = np.zeros((3, 40, 48), np.uint8)
+    masks[1, 10:30, 10:30] = 1  # only the middle mask has foreground
+    viewer.add_labels(masks, name="drawn")
+    widget.masks.setCurrentText("drawn")
+    seen = len(notifications_since(0))
+    wait_for_worker(qtbot, widget.generate(), timeout_ms=120_000)
+    assert widget.result.stems == ["drawn_1"]
+    assert any("2 empty masks skipped" in m and "drawn_0" in m for m in notifications_since(seen))
+    wait_for_worker(qtbot, widget.generate(), timeout_ms=120_000)  # a second generation adds, it does not replace
+    session = session_for(viewer)
+    assert [pair.batch for pair in session.state.pairs] == [1, 2] and len(session.accepted()) == 2
+    viewer.add_labels(np.zeros((20, 20), np.uint8), name="empty")
+    widget.masks.setCurrentText("empty")
+    with pytest.raises(ValueError, match="masks with foreground"):
+        widget.generate()
 
 
 def test_masks_with_unknown_classes_and_a_missing_generator_are_named(panel, qtbot):

@@ -60,6 +60,13 @@ def test_slider_moves_are_debounced_into_one_run_with_the_last_values(panel, qtb
     assert (low > 0).sum() > (high > 0).sum()  # a lower threshold keeps more foreground
 
 
+def test_the_minimum_area_range_follows_the_mask_size(panel):
+    viewer, widget = panel
+    assert widget.min_area.slider.maximum() == 64 * 64 // 10  # not a fixed 0-1000 px (a quarter of a 64-px mask)
+    widget.min_area.slider.setValue(widget.min_area.slider.maximum())
+    assert widget.postprocess_config().min_area == 409
+
+
 def test_a_missing_generator_folder_is_named(make_napari_viewer, tmp_path):
     widget = MasksWidget(make_napari_viewer())
     with pytest.raises(ValueError, match="Generator"):

@@ -51,6 +51,40 @@ def test_a_stack_is_segmented_with_fused_labels_uncertainty_and_samples(panel, s
                                expected.images[0].uncertainty["variance"])
 
 
+def test_images_are_ranked_by_uncertainty_and_the_results_are_saved(panel, image_files, tmp_path, qtbot):
+    import json
+
+    from alignflow.data import read_mask, scan_dataset
+    from alignflow.segmentation.uncertainty import image_score
+    from napari_alignflow.widgets.segmentation import SCORES_FILE
+
+    viewer, widget = panel
+    stack = np.stack([read_image(f) for f in image_files[:3]])
+    viewer.add_image(stack, name="scans", rgb=True, metadata={"names": [f.name for f in image_files[:3]]})
+    wait_for_worker(qtbot, widget.run(), timeout_ms=120_000)
+    result = widget.result
+    scores = [image_score(item.uncertainty["entropy"], item.samples, "entropy", 2) for item in result.images]
+    assert all(0.0 <= score <= 1.0 for score in scores)
+    expected = [image_files[i].name for i in sorted(range(3), key=lambda i: -scores[i])]
+    assert widget.ranked_names() == expected  # most uncertain first, named by file
+    widget.ranking.selectRow(2)
+    image_axis = viewer.dims.ndim - 3  # the ensemble layer adds a leading sample axis
+    assert viewer.dims.current_step[image_axis] == [f.name for f in image_files].index(expected[2])
+
+    wait_for_worker(qtbot, widget.save(tmp_path / "results"))
+    saved = json.loads((tmp_path / "results" / SCORES_FILE).read_text())
+    assert [row["name"] for row in saved] == expected and saved[0]["uncertainty_score"] == pytest.approx(max(scores))
+    stem = saved[0]["stem"]
+    assert (tmp_path / "results" / "labels" / f"{stem}.png").is_file()
+    assert (tmp_path / "results" / "uncertainty" / f"{stem}_entropy.tif").is_file()
+    wait_for_worker(qtbot, widget.save(tmp_path / "as_dataset", as_dataset=True))
+    dataset = scan_dataset(tmp_path / "as_dataset")  # images + masks/: ready to correct and train on
+    first = next(pair for pair in dataset.pairs if pair.stem == image_files[0].stem)
+    np.testing.assert_array_equal(read_mask(first.mask), result.images[0].labels)
+    with pytest.raises(ValueError, match="new"):
+        widget.save(tmp_path / "results")
+
+
 def test_only_the_image_shown_and_a_missing_segmenter(panel, image_files, qtbot):
     viewer, widget = panel
     stack = np.stack([read_image(f) for f in image_files[:3]])

@@ -37,6 +37,15 @@ def test_a_short_stage1_run_finishes_with_losses_and_a_preview(panel, tmp_path, 
     assert PREVIEW_LAYER in viewer.layers and viewer.layers[PREVIEW_LAYER].data.ndim == 3
     assert "Finished" in widget.status_label.text() and widget.start_button.isEnabled()
     assert (tmp_path / "run" / "generator" / "model.safetensors").is_file()
+    assert widget.plot.draws >= 1 and all(line.get_marker() != "None" for line in widget.plot.lines.values())
+    # The run's own data-preparation event, as the panel words it: the count, a time estimate, "done once"
+    encode = next(e for e in map(json.loads, (tmp_path / "run" / "events.jsonl").read_text().splitlines())
+                  if e.get("stage") == "encode")
+    widget._handle(encode)
+    assert f"Preparing data: encoding {encode['total']} images" in widget.status_label.text()
+    assert "left" in widget.status_label.text() and "done once" in widget.status_label.text()
+    assert widget.progress_bar.postfix in widget.status_label.text()  # one time-left figure, bar and status agree
+    widget.progress_bar.close()
 
 
 def test_cancel_stops_a_running_job_and_keeps_a_checkpoint(panel, tmp_path, qtbot):
@@ -56,6 +65,34 @@ def test_cancel_stops_a_running_job_and_keeps_a_checkpoint(panel, tmp_path, qtbo
     qtbot.waitUntil(lambda: widget.last_status is not None and widget.last_status.finished, timeout=180_000)
     assert widget.last_status.state == "succeeded", widget.last_status.message
     assert (tmp_path / "run" / "generator" / "model.safetensors").is_file()
+
+
+def test_stage2_fields_and_intervals_that_follow_the_step_count(panel, tmp_path):
+    viewer, widget = panel
+    widget.config_file.setText("")
+    widget.out.setText(str(tmp_path / "run"))
+    widget.steps.setValue(1000)
+    widget.max_pairs.setValue(64)
+    config = widget.job_config()
+    assert (config["log_every"], config["preview_every"], config["max_pairs"]) == (10, 100, 64)
+    widget.steps.setValue(30)  # a short run still gets a readable curve: a point per step
+    assert widget.job_config()["log_every"] == 1
+    widget.set_stage("align")
+    assert widget.t_is.isVisibleTo(widget) and widget.translation.isVisibleTo(widget)
+    widget.init.setText(str(tmp_path / "stage1"))
+    widget.references.setText(str(tmp_path / "refs"))
+    widget.num_references.setValue(6)
+    widget.t_is.setValue(8)
+    widget.w_align.setValue(0.5)
+    widget.reward.setCurrentIndex(1)
+    config = widget.job_config()
+    assert (config["num_references"], config["t_is"], config["w_align"], config["reward"]) == (6, 8, 0.5, "skl")
+    assert "translation_strength" not in config  # 0 = off: the engine's default
+    widget.translation.setValue(0.6)
+    assert widget.job_config()["translation_strength"] == pytest.approx(0.6)
+    from alignflow.generator.config import TrainConfig
+
+    TrainConfig.from_dict({**widget.job_config(), "stage": 2}).validate()  # the engine takes every key the panel sets
 
 
 def test_missing_fields_and_a_used_run_folder_are_refused_by_name(panel, tmp_path):
