@@ -5,8 +5,9 @@
 # Usage: tools/check_wheels.sh PYTHON VENV_DIR   (the Makefile's check-wheels target)
 set -euo pipefail
 python=${1:?python}
-venv=${2:?venv folder}
 root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "${2:?venv folder}"
+venv=$(cd "$2" && pwd)
 dist="$venv/dist"
 rm -rf "$dist" && mkdir -p "$dist"
 "$python" -m pip wheel --quiet --no-deps -w "$dist" "$root/backend" "$root" 2>&1 | grep -v "^WARNING: Location" || true
