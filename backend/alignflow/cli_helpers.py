@@ -49,6 +49,30 @@ def read_options(args: argparse.Namespace, drop: Sequence[str] = ()) -> dict[str
     return values
 
 
+def with_stored_options(values: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """With ``--resume``, the options the run in ``out`` was started with (its ``config.json``) under the options given
+    now, so that ``--resume --out RUN`` alone continues it as it was; what is given again must agree with the run's
+    architecture (``runs.loop`` refuses a change by name). Nested sections merge key by key."""
+    import json
+    from pathlib import Path
+
+    stored_file = Path(values["out"]) / "config.json" if resume and values.get("out") else None
+    if stored_file is None or not stored_file.is_file():
+        return values
+    try:
+        stored = json.loads(stored_file.read_text(encoding="utf-8"))
+    except ValueError:
+        return values  # the run itself reports a broken config.json
+    return _merged(stored, values) if isinstance(stored, dict) else values
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
 class TerminalProgress:
     """One tqdm bar per stage on stderr, fed by the event stream (``__call__``) or an engine ``on_progress``."""
 

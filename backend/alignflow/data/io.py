@@ -161,7 +161,8 @@ def unique_values(array: np.ndarray) -> np.ndarray:
     return np.unique(array)
 
 
-def _quote(values: Sequence[float] | np.ndarray) -> str:
+def quote_values(values: Sequence[float] | np.ndarray) -> str:
+    """``{0, 128, 255}``: at most a few values, then how many more."""
     shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in list(values)[:_LIST_AT_MOST]]
     more = len(values) - len(shown)
     return "{" + ", ".join(shown) + (f", ... ({more} more)" if more > 0 else "") + "}"
@@ -171,7 +172,7 @@ def _values_error(path: Path, unexpected: Sequence, all_values: np.ndarray) -> I
     hint = ""
     if path.suffix.lower() in (".jpg", ".jpeg"):
         hint = " (JPEG compression adds such values: store masks losslessly, e.g. as PNG)"
-    got = f"unexpected values {_quote(unexpected)} among {len(all_values)} distinct values{hint}"
+    got = f"unexpected values {quote_values(unexpected)} among {len(all_values)} distinct values{hint}"
     return InputError(path, "mask values {0, 255} (binary) or integer class ids 0..254", got=got)
 
 
@@ -201,11 +202,19 @@ def mask_values_to_ids(array: np.ndarray, path: Path | str = "mask") -> np.ndarr
 
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a mask file as ``uint8`` ``H x W`` class ids (see :func:`mask_values_to_ids` for the accepted values)."""
+    return read_mask_and_stored_values(path)[0]
+
+
+def read_mask_and_stored_values(path: Path | str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A mask's class ids and the distinct values stored in its file (0/255 and 0/1 both give ids 0/1; a dataset
+    scan compares the stored values of all masks to tell a binary dataset from a multi-class one)."""
     path = Path(path)
     raw = _single_channel(_read_raw(path, palette_as_indices=True), path)
     if raw.dtype == bool:
-        return raw.astype(np.uint8)
-    return mask_values_to_ids(raw, path)
+        ids = raw.astype(np.uint8)
+        return ids, tuple(int(v) for v in unique_values(ids))
+    ids = mask_values_to_ids(raw, path)
+    return ids, tuple(int(v) for v in unique_values(raw))
 
 
 def read_size(path: Path | str) -> tuple[int, int]:

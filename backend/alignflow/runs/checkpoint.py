@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from safetensors.torch import load_file, save
+from torch import nn
 
 from alignflow.atomic import atomic_directory, atomic_open, atomic_write_json
 from alignflow.errors import InputError

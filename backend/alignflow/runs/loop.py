@@ -32,8 +32,26 @@ from alignflow.device import resolve_device
 from alignflow.errors import InputError
 from alignflow.runs.checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from alignflow.runs.events import EventLog, Listener
+from alignflow.runs.lock import RunLock
+from alignflow.runs.outputs import check_not_inputs
 
 CONFIG_FILE = "config.json"
+
+
+class TrainingDiverged(InputError):
+    """The loss or the weights became non-finite: the run stops before that step reaches a checkpoint (exit 2)."""
+
+
+def changed_settings(stored: dict[str, Any], current: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """The settings among ``names`` whose values differ, nested ones by their full name (``generator.resolution``)."""
+    changed = []
+    for name in names:
+        old, new = stored.get(name), current.get(name)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"{name}.{key}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        elif old != new:
+            changed.append(name)
+    return changed
 
 
 class RunConfig(Protocol):
@@ -50,6 +68,9 @@ class RunConfig(Protocol):
     def validate(self) -> None: ...
 
     def to_dict(self) -> dict[str, Any]: ...
+
+
+# A config class may name the settings a resumed run must keep (its architecture): ``fixed_on_resume``.
 
 
 # The variables a launcher sets for the number of processes: torchrun (accelerate launch --multi_gpu), then MPI.
@@ -260,11 +281,30 @@ class TrainingRun:
 
     # The loop.
     def run(self) -> Path:
-        """Train to ``config.steps`` (continuing a checkpoint when resuming) and return the exported folder."""
-        config = self.config
+        """Train to ``config.steps`` (continuing a checkpoint when resuming) and return the exported folder.
+
+        The run folder is held by a lock file for the whole run (one process per run folder); the leftovers of an
+        interrupted run (half-written checkpoints) are removed first.
+        """
+        check_not_inputs(self.run_dir, {k: v for k, v in self.config.to_dict().items() if k != "out"})
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume and ((self.run_dir / CONFIG_FILE).exists() or (self.run_dir / self.result_folder).exists()):
+        lock = RunLock(self.run_dir)
+        if self.processes.is_main:
+            lock.acquire()
+        try:
+            return self._run_locked(lock)
+        finally:
+            lock.release()
+
+    def _run_locked(self, lock: RunLock) -> Path:
+        config = self.config
+        holds_run = latest_checkpoint(self.run_dir / "checkpoints") is not None or (self.run_dir / self.result_folder).exists()
+        if not self.resume and holds_run:
             raise InputError(self.run_dir, "a new run folder (this one holds a run: add --resume to continue it, or choose another --out)")
+        if self.processes.is_main:
+            self._remove_leftovers(lock)
+            if self.resume:
+                self._check_resumed_config()
         self.processes.wait()  # every process has checked the folder before the main one writes to it
         finished = self._finished_result()
         if finished is not None:
@@ -285,6 +325,55 @@ class TrainingRun:
         except Exception as error:  # readers of events.jsonl (plugin, server) must learn that the run died
             self.log.emit("error", message=f"{type(error).__name__}: {error}")
             raise
+
+    def _remove_leftovers(self, lock: RunLock) -> None:
+        """Under the lock nobody else writes here: every temporary of an atomic write in the run folder and in its
+        checkpoints/ was left by a process that died (a half-written checkpoint can be tens of MB)."""
+        import shutil
+
+        leftovers = [entry for folder in (self.run_dir, self.run_dir / "checkpoints") if folder.is_dir()
+                     for entry in sorted(folder.iterdir()) if entry.name.startswith(".") and entry.name.endswith((".tmp", ".old"))]
+        for entry in leftovers:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        notes = []
+        if lock.stale is not None:
+            notes.append(f"took over the lock of process {lock.stale.get('pid')} on {lock.stale.get('host')}, which has ended")
+        if leftovers:
+            notes.append(f"removed {len(leftovers)} leftover(s) of an interrupted run: {', '.join(e.name for e in leftovers[:5])}")
+        if notes:
+            self.log.emit("warning", message="; ".join(notes))
+
+    def _check_resumed_config(self) -> None:
+        """A resumed run keeps its architecture (``fixed_on_resume``) and never goes back to fewer steps."""
+        stored_file = self.run_dir / CONFIG_FILE
+        if stored_file.is_file():
+            try:
+                stored = json.loads(stored_file.read_text(encoding="utf-8"))
+            except ValueError:
+                stored = None
+            if isinstance(stored, dict):
+                changed = changed_settings(stored, self.config.to_dict(), tuple(getattr(self.config, "fixed_on_resume", ())))
+                if changed:
+                    name = changed[0]
+                    head, _, key = name.partition(".")
+                    old, new = stored.get(head), self.config.to_dict().get(head)
+                    if key:
+                        old, new = (old or {}).get(key), (new or {}).get(key)
+                    raise InputError(f"--resume ({name})", f"the run's own {name} ({old!r}, in {stored_file}): a resumed run keeps "
+                                     "its architecture; start a new run (another --out) to change it", repr(new))
+        checkpoint = latest_checkpoint(self.run_dir / "checkpoints")
+        summary = self.run_dir / "summary.json"
+        reached = 0
+        if checkpoint is not None:
+            reached = int(json.loads((checkpoint / "state.json").read_text()).get("step", 0))
+        if summary.is_file():
+            reached = max(reached, int(json.loads(summary.read_text()).get("steps", 0)))
+        if reached > self.config.steps:
+            raise InputError("--steps", f"at least the {reached} steps this run has already trained (its checkpoint is at step "
+                             f"{reached}; the weights cannot be un-trained)", str(self.config.steps))
 
     def _finished_result(self) -> Path | None:
         """When resuming a run that already reached ``config.steps``, its exported folder is the result."""
@@ -322,11 +411,18 @@ class TrainingRun:
                 terms = self._step()
                 self.processes.average_gradients(self._parameters())
                 terms = self.processes.mean(terms)
-                self.optimizer.step()
+                if not all(math.isfinite(v) for v in terms.values()):  # before the update: the weights stay finite
+                    raise self._diverged(step, "a non-finite loss " + ", ".join(f"{k}={v:.4g}" for k, v in terms.items()))
+                try:
+                    self.optimizer.step()
+                except RuntimeError as error:  # torch cannot even form the update in float32 (lr 1e300)
+                    if "overflow" not in str(error):
+                        raise
+                    raise self._diverged(step, "an update too large for float32") from None
+                if not self._weights_finite():
+                    raise self._diverged(step, "non-finite weights after the optimizer step")
                 completed = step
                 self.timer.count += 1
-                if not all(math.isfinite(v) for v in terms.values()):
-                    raise FloatingPointError(f"training diverged at step {step}: {terms}")
                 if step % config.log_every == 0 or step == config.steps:
                     self._progress(step, start_step, started, terms)
                 if step % config.checkpoint_every == 0 or step == config.steps:
@@ -351,6 +447,21 @@ class TrainingRun:
         self.log.emit("done", **summary)
         self.processes.wait()
         return folder
+
+    def _weights_finite(self) -> bool:
+        """Every trained parameter is finite (one device sync per step: a flag per tensor, reduced on the device)."""
+        with torch.no_grad():
+            flags = [torch.isfinite(p).all() for p in self._parameters()]
+            return bool(torch.stack(flags).all()) if flags else True
+
+    def _diverged(self, step: int, what: str) -> TrainingDiverged:
+        """The one-line error of a diverged run: the step, the learning rate and the checkpoint that is kept."""
+        checkpoint = latest_checkpoint(self.run_dir / "checkpoints")
+        kept = (f"the last good checkpoint ({checkpoint.name}) is kept: resume from it with a lower --lr" if checkpoint
+                else "no checkpoint was written: start again with a lower --lr")
+        rate = self.optimizer.param_groups[0]["lr"]
+        return TrainingDiverged("--lr", f"a learning rate at which training stays finite ({kept})",
+                                f"{rate:g}, which gave {what} at step {step}")
 
     def _checkpoint_with_time(self, step: int, seconds: float) -> None:
         if step < 1 or not self.processes.is_main:

@@ -78,7 +78,7 @@ def test_unavailable_device(tmp_path, kvasir, capsys, make_pairs):
 
 def test_existing_run_folder_is_not_overwritten_without_resume(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    (run_dir / "generator").mkdir(parents=True)  # a finished run (a run with a checkpoint is refused the same way)
     (run_dir / "config.json").write_text("{}")
     code, line = run(capsys, "train", "--source", str(tmp_path), "--out", str(run_dir), "--device", "cpu")
     assert code == 2 and "--resume" in line
