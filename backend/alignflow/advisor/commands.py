@@ -4,6 +4,32 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from alignflow.config import DictConfig
+
+
+@dataclass
+class AdviseConfig(DictConfig):
+    """``alignflow advise-references``'s options (flags or a ``--config`` file)."""
+
+    config_name = "advise-references config"
+
+    target: str = ""  # folder of target-domain images (or a dataset folder with images/)
+    k: int = 10
+    source: str | None = None
+    out: str = "reference_advice"
+    resolution: int = 128
+    feature_encoder: str = "efficientnet-lite0"
+    outliers: int = 8
+    draws: int = 200
+    splits: int = 100
+    group_size: int = 1
+    no_cache: bool = False
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    overwrite: bool = False  # write into an existing non-empty out (never one holding the images)
 
 
 def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -23,6 +49,7 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
     parser.add_argument("--group-size", type=int, help="keep runs of this many consecutive images (video frames, in "
                                                        "natural file order) on one side of the noise-floor halves (default 1)")
     parser.add_argument("--no-cache", action="store_true", help="recompute features instead of using the feature cache")
+    parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out")
     add_common_flags(parser)
     parser.set_defaults(handler=_run_advise_references)
 
@@ -33,21 +60,23 @@ def _run_advise_references(args: argparse.Namespace) -> int:
     from alignflow.cli_helpers import TerminalProgress, read_options
     from alignflow.device import resolve_device
     from alignflow.errors import InputError
+    from alignflow.runs.outputs import check_output_folder
 
-    values = read_options(args)
-    if values.get("precision", "fp32") != "fp32":
+    config = AdviseConfig.from_dict(read_options(args))
+    if not config.target:
+        raise InputError("target", "a folder of target-domain images", "nothing")
+    if config.precision != "fp32":
         raise InputError("--precision", "fp32 (stage 2 computes reference features in fp32, and the cache holds those)",
-                         values["precision"])
-    out = values.get("out", "reference_advice")
+                         config.precision)
+    out = config.out
+    check_output_folder(out, "advise-references", inputs=[config.target, config.source], overwrite=config.overwrite)
     bars = TerminalProgress()
     try:
         advice = advise_references(
-            values["target"], values.get("k", 10), source=values.get("source"), out=out,
-            resolution=values.get("resolution", 128), feature_encoder=values.get("feature_encoder", "efficientnet-lite0"),
-            num_outliers=values.get("outliers", 8), draws=values.get("draws", 200), splits=values.get("splits", 100),
-            group_size=values.get("group_size", 1), seed=values.get("seed", 0),
-            device=resolve_device(values.get("device", "auto")), use_cache=not values.get("no_cache", False),
-            on_progress=bars.progress,
+            config.target, config.k, source=config.source, out=out, resolution=config.resolution,
+            feature_encoder=config.feature_encoder, num_outliers=config.outliers, draws=config.draws, splits=config.splits,
+            group_size=config.group_size, seed=config.seed, device=resolve_device(config.device),
+            use_cache=not config.no_cache, on_progress=bars.progress,
         )
     finally:
         bars.close()  # before any error line, so that line is the last one on stderr

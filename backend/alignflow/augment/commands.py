@@ -45,6 +45,8 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
                          "histogram, photometric (these three train no generator)")
     augment.add_argument("--strength", type=float, help="translate: strength s in [0, 1] (default 0.5; 0 keeps the source image)")
     augment.add_argument("--fda-beta", type=float, help="fda: low-frequency window, a fraction of the image side (default 0.05)")
+    augment.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out that augment did not write "
+                         "(never one holding the inputs or another command's run)")
     add_common_flags(augment)
     augment.set_defaults(handler=_run_augment)
 

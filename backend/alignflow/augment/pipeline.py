@@ -21,7 +21,7 @@ import torch
 from alignflow import __version__
 from alignflow.atomic import atomic_write_json
 from alignflow.augment.methods import DEFAULT_FDA_BETA, GENERATIVE_METHODS, TRANSFORM_METHODS, check_beta, check_methods
-from alignflow.config import DictConfig
+from alignflow.config import DictConfig, section
 from alignflow.data import (
     list_images,
     load_reference_images,
@@ -35,6 +35,7 @@ from alignflow.generator.pairs import GeneratedPairs, generate_pairs
 from alignflow.generator.sampling import load_generator
 from alignflow.generator.training import train
 from alignflow.runs.events import EventLog, Listener
+from alignflow.runs.outputs import check_output_folder, mark_output
 
 
 @dataclass
@@ -62,13 +63,13 @@ class AugmentConfig(DictConfig):
     synthetic_masks: int = 0
     mask_steps: int = 1500  # mask generator training steps
     mask_candidates: int = 8
-    postprocess: dict[str, Any] = field(default_factory=dict)  # PostprocessConfig options
-    mask_generator: dict[str, Any] = field(default_factory=dict)  # MaskGeneratorConfig overrides
+    postprocess: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.masks.postprocess:PostprocessConfig"))
+    mask_generator: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.masks.model:MaskGeneratorConfig"))
     # The augmented training set (real source pairs + aligned synthetic pairs): "nnunet", "folders", "ome-zarr" or None.
     export_format: str | None = "nnunet"
     export_name: str = "Dataset500_AlignFlow"
-    generator: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)  # extra TrainConfig options for both stages
+    generator: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.generator.model:GeneratorConfig"))
+    train: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.generator.config:TrainConfig"))  # both stages
     # Mask fidelity (docs/label-drift.md): an evaluator segmenter (alignflow train-evaluator) scores every generated
     # image against its mask, in the report and in each manifest row.
     evaluator: str | None = None
@@ -79,6 +80,11 @@ class AugmentConfig(DictConfig):
     method: list[str] | str = "generate"
     strength: float = 0.5  # translate: 0 keeps the source image, 1 is generation from noise
     fda_beta: float = DEFAULT_FDA_BETA
+    # An existing non-empty ``out`` that augment did not write is written into only with ``overwrite`` (runs.outputs);
+    # augment's own earlier ``out`` is continued (finished stages reused) either way.
+    overwrite: bool = False
+
+    validate_on_load = True
 
     @property
     def methods(self) -> list[str]:
@@ -90,17 +96,25 @@ class AugmentConfig(DictConfig):
         self.method = self.methods
         check_strength(self.strength)
         check_beta(self.fda_beta)
+        name = self.export_name
+        if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\:"):
+            raise InputError("export_name", "a folder name inside OUT/export (no '/', '\\', ':' or leading '.')", repr(name))
+        clash = sorted(set(self.train) & set(self._stage_options(1)) | set(self.train) & {"stage", "out", "init", "references", "num_references", "generator"})
+        if clash:
+            raise InputError(f"train.{clash[0]}", "an option augment does not set itself (steps, batch size, seed, device ... "
+                             "are top-level options: stage1_steps, batch_size, ...)", repr(self.train[clash[0]]))
+
+    def _stage_options(self, stage: int) -> dict[str, Any]:
+        return dict(source=self.source, seed=self.seed, device=self.device, precision=self.precision,
+                    batch_size=self.batch_size, max_pairs=self.max_pairs,
+                    steps=self.stage1_steps if stage == 1 else self.stage2_steps)
 
     def stage_config(self, stage: int) -> TrainConfig:
         out = Path(self.out)
-        common = dict(
-            source=self.source, seed=self.seed, device=self.device, precision=self.precision,
-            batch_size=self.batch_size, max_pairs=self.max_pairs, **self.train,
-        )
+        common = {**self._stage_options(stage), **self.train}
         if stage == 1:
-            return TrainConfig(stage=1, out=str(out / "stage1"), steps=self.stage1_steps,
-                               generator={"resolution": self.resolution, **self.generator}, **common)
-        return TrainConfig(stage=2, out=str(out / "stage2"), steps=self.stage2_steps, init=str(out / "stage1"),
+            return TrainConfig(stage=1, out=str(out / "stage1"), generator={"resolution": self.resolution, **self.generator}, **common)
+        return TrainConfig(stage=2, out=str(out / "stage2"), init=str(out / "stage1"),
                            references=self.references, num_references=self.num_references, **common)
 
 
@@ -137,7 +151,7 @@ def _synthesize_masks(config: AugmentConfig, out: Path, listeners: list[Listener
     synthesis = MaskSynthesisConfig(
         generator=str(generator), masks=config.masks or config.source, out=str(out / "synthetic_masks"),
         num_masks=config.synthetic_masks, candidates=config.mask_candidates, postprocess=config.postprocess,
-        seed=config.seed, device=config.device, precision=config.precision,
+        seed=config.seed, device=config.device, precision=config.precision, overwrite=True,  # augment's own folder
     )
     report = synthesize_masks(synthesis, listeners)
     return [(path.stem, path) for path in sorted(Path(report["masks"]).glob("*.png"))]
@@ -149,6 +163,10 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     if not Path(config.references).exists():  # before anything is written to out
         raise InputError("--references", "an existing folder of target-domain reference images", str(config.references))
     out = Path(config.out)
+    check_output_folder(out, "augment", inputs={k: v for k, v in config.to_dict().items() if k != "out"},
+                        overwrite=config.overwrite, resumable=True)
+    out.mkdir(parents=True, exist_ok=True)
+    mark_output(out, "augment")
     log = EventLog(out, listeners)
     device = resolve_device(config.device)
     started = time.perf_counter()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
 
@@ -25,20 +24,17 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
 def _run_export(args: argparse.Namespace) -> int:
     from alignflow.cli_helpers import TerminalProgress, read_options
     from alignflow.errors import InputError
-    from alignflow.export.exporter import export_dataset, stale_temporary_folders
+    from alignflow.export.exporter import ExportConfig, export_dataset
 
-    values = read_options(args)
-    if not values.get("out"):
+    # --device/--precision/--seed (every command's flags) mean nothing to an export.
+    config = ExportConfig.from_dict(read_options(args, drop=("device", "precision", "seed")))
+    if not config.out:
         raise InputError("alignflow export", "--out (the destination)", "missing")
-    for stale in stale_temporary_folders(values["out"]):
-        print(f"note: {stale} is left over from an interrupted export; delete it when no export is running",
-              file=sys.stderr)
     bars = TerminalProgress()  # a bar opens at the first sample, so input errors are not preceded by an empty bar
     try:
         out = export_dataset(
-            values["out"], real=values.get("real"), synthetic=values.get("synthetic") or (),
-            export_format=values.get("format", "nnunet"), overwrite=bool(values.get("overwrite", False)),
-            label_names=values.get("labels"), name=values.get("name"), on_progress=bars.progress,
+            config.out, real=config.real, synthetic=config.synthetic or (), export_format=config.format,
+            overwrite=config.overwrite, label_names=config.labels, name=config.name, on_progress=bars.progress,
         )
     finally:
         bars.close()

@@ -6,10 +6,13 @@ complete, so an interrupted or killed export leaves any previous dataset at the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from alignflow.atomic import atomic_directory, atomic_write_json
+from alignflow.atomic import atomic_directory, atomic_write_json, remove_stale_temporaries
+from alignflow.config import DictConfig
 from alignflow.data import read_image, read_mask
 from alignflow.errors import InputError
 from alignflow.export.folders import FoldersWriter
@@ -19,21 +22,34 @@ from alignflow.export.nnunet import NnUNetWriter, check_dataset_folder_name
 from alignflow.export.ome_zarr import OmeZarrWriter
 from alignflow.export.samples import collect_samples
 from alignflow.progress import ProgressCallback, report_progress
+from alignflow.runs.outputs import check_output_folder
 
 FORMATS = {"nnunet": NnUNetWriter, "folders": FoldersWriter, "ome-zarr": OmeZarrWriter}
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportConfig(DictConfig):
+    """``alignflow export``'s options (flags or a ``--config`` file)."""
+
+    config_name = "export config"
+
+    out: str = ""  # destination; for nnunet a folder named DatasetXXX_Name
+    real: str | None = None  # dataset folder of real pairs (images/ + masks/)
+    synthetic: list[str] | str = ()  # folder(s) of generated pairs (images/, masks/, manifest.json)
+    format: str = "nnunet"
+    overwrite: bool = False
+    labels: list[str] | None = None  # class names, background first
+    name: str | None = None  # dataset name in the metadata (default: the folder name)
 
 
 def _check_destination(out: Path, inputs: list[Path], overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise InputError(out, "a destination that does not exist yet (pass --overwrite / overwrite=True to replace it)",
-                         "an existing " + ("folder" if out.is_dir() else "file"))
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "a folder to replace", "an existing file")
     for folder in inputs:
         a, b = out.resolve(), folder.resolve()
         if a == b or a in b.parents or b in a.parents:
             raise InputError(out, "a destination outside the input folders (replacing it would delete the inputs)",
                              f"it overlaps {folder}")
+    check_output_folder(out, "export", overwrite=overwrite)
 
 
 def stale_temporary_folders(out: Path) -> list[Path]:
@@ -68,6 +84,8 @@ def export_dataset(
     synthetic = [Path(s) for s in ([synthetic] if isinstance(synthetic, (str, Path)) else synthetic)]
     inputs = ([Path(real)] if real is not None else []) + synthetic
     _check_destination(out, inputs, overwrite)
+    for leftover in remove_stale_temporaries(out.parent):  # what killed exports (and other killed writers) left here
+        log.warning("removed %s, left over from an interrupted write", leftover)
     sources = collect_samples(Path(real) if real is not None else None, synthetic)
     labels = LabelMap.from_class_values(sources.class_values, label_names)
     name = name or out.name.removesuffix(".zarr").removesuffix(".ome")

@@ -70,9 +70,11 @@ def collect_samples(real: Path | None = None, synthetic: Sequence[Path] = ()) ->
         raise InputError("export", "real pairs (--real) and/or generated pairs (--synthetic)", "neither")
     samples: list[ExportSample] = []
     seen: set[int] = set()
+    real_classes = None
     if real is not None:
         folder = scan_dataset(Path(real))
         seen.update(folder.class_values)
+        real_classes = folder.num_classes
         samples += [ExportSample(_case_name(REAL, p.stem), REAL, p.image, p.mask) for p in folder.pairs]
     for index, generated in enumerate(synthetic):
         generated = Path(generated)
@@ -82,6 +84,10 @@ def collect_samples(real: Path | None = None, synthetic: Sequence[Path] = ()) ->
         if missing:
             raise InputError(generated / SYNTHETIC_MANIFEST, "a row for every pair in images/",
                              f"no row for {len(missing)} pair(s), e.g. {missing[0]!r}")
+        if real_classes is not None and max(folder.class_values, default=0) >= real_classes:
+            # Generated pairs of other classes than the real set's would silently change the exported label map.
+            raise InputError(generated / "masks", f"class ids below {real_classes} (the classes of the real pairs in {real})",
+                             f"class ids {list(folder.class_values)}")
         seen.update(folder.class_values)
         prefix = SYNTHETIC if len(synthetic) == 1 else f"{SYNTHETIC}{index + 1}"
         samples += [ExportSample(_case_name(prefix, p.stem), SYNTHETIC, p.image, p.mask, rows[p.stem]) for p in folder.pairs]

@@ -26,13 +26,14 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
 
 
 def _run_train_evaluator(args: argparse.Namespace) -> int:
-    from alignflow.cli_helpers import read_options, run_with_progress
+    from alignflow.cli_helpers import read_options, run_with_progress, with_stored_options
     from alignflow.fidelity.training import EvaluatorTrainConfig, train_evaluator
 
     values = read_options(args, drop=("resume",))
     if "resolution" in values:
         values.setdefault("model", {})["resolution"] = values.pop("resolution")
-    config = EvaluatorTrainConfig.from_dict(values)
-    folder = run_with_progress(lambda listeners: train_evaluator(config, listeners, resume=getattr(args, "resume", False)))
+    resume = getattr(args, "resume", False)
+    config = EvaluatorTrainConfig.from_dict(with_stored_options(values, resume))
+    folder = run_with_progress(lambda listeners: train_evaluator(config, listeners, resume=resume))
     print(f"{config.kind} segmenter written to {folder}")
     return 0

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from alignflow.config import DictConfig
+from alignflow.config import DictConfig, section
 from alignflow.data import load_pairs, mask_to_rgb, random_flips, scan_dataset, split_indices, to_uint8, write_image
 from alignflow.device import autocast
 from alignflow.errors import InputError
@@ -56,7 +56,9 @@ class EvaluatorTrainConfig(DictConfig):
     checkpoint_every: int = 500
     preview_every: int = 500
     log_every: int = 10
-    model: dict[str, Any] = field(default_factory=dict)  # SegmenterConfig overrides (resolution, channels, ...)
+    model: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.fidelity.segmenter:SegmenterConfig"))  # overrides
+
+    fixed_on_resume = ("role", "model")  # the architecture (runs.loop: a resumed run keeps it)
 
     def validate(self) -> None:
         if not self.source:

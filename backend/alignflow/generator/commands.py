@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from alignflow.cli_helpers import TerminalProgress, add_training_flags, read_options, run_with_progress
+from alignflow.cli_helpers import TerminalProgress, add_training_flags, read_options, run_with_progress, with_stored_options
 
 DEFAULT_STRENGTH = 0.5  # generate --from-images: half way between the source image and generation from noise
 
@@ -40,15 +41,17 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
     align.set_defaults(handler=lambda args: _run_training(args, 2))
 
     generate = commands.add_parser("generate", help="generate images for masks", argument_default=argparse.SUPPRESS)
-    generate.add_argument("--generator", required=True, help="a trained generator (run folder or generator folder)")
-    generate.add_argument("--masks", required=True, help="a dataset folder (images/ + masks/) or a folder of mask files")
-    generate.add_argument("--out", required=True, help="output folder (images/, masks/, manifest.json)")
-    generate.add_argument("--steps", type=int, default=28, help="Euler steps (paper: 28)")
-    generate.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
-    generate.add_argument("--batch-size", type=int, default=16)
+    # No defaults here: a flag the user did not type must not override the --config file (GenerateConfig has them).
+    generate.add_argument("--generator", help="a trained generator (run folder or generator folder)")
+    generate.add_argument("--masks", help="a dataset folder (images/ + masks/) or a folder of mask files")
+    generate.add_argument("--out", help="output folder (images/, masks/, manifest.json)")
+    generate.add_argument("--steps", type=int, help="Euler steps (default 28, the paper's)")
+    generate.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 2.0)")
+    generate.add_argument("--batch-size", type=int, help="default 16")
     generate.add_argument("--limit", type=int, help="at most this many masks")
     generate.add_argument("--evaluator", help="segmenter (alignflow train-evaluator) scoring each image's mask fidelity into the manifest")
-    generate.add_argument("--candidates", type=int, default=1, help="K images per mask; keep the one --evaluator segments best")
+    generate.add_argument("--candidates", type=int, help="K images per mask; keep the one --evaluator segments best (default 1)")
+    generate.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out (never one holding the masks or a run)")
     generate.add_argument("--from-images", action="store_true",
                           help="translate each real image of --masks (a dataset folder) under its own mask instead of generating from noise")
     generate.add_argument("--strength", type=float, help="translation strength s in [0, 1] with --from-images (default 0.5): "
@@ -67,8 +70,9 @@ def _run_training(args: argparse.Namespace, stage: int) -> int:
         values.setdefault("generator", {})["resolution"] = values.pop("resolution")
     if "references" in values and isinstance(values["references"], list) and len(values["references"]) == 1:
         values["references"] = values["references"][0]
-    config = TrainConfig.from_dict({**values, "stage": stage})
-    folder = run_with_progress(lambda listeners: train(config, listeners, resume=getattr(args, "resume", False)))
+    resume = getattr(args, "resume", False)
+    config = TrainConfig.from_dict({**with_stored_options(values, resume), "stage": stage})
+    folder = run_with_progress(lambda listeners: train(config, listeners, resume=resume))
     if launched_as_main_process():  # under accelerate launch every process gets here; one line is enough
         print(f"generator written to {folder}")
     return 0
@@ -78,17 +82,19 @@ def _run_generate(args: argparse.Namespace) -> int:
     from alignflow.data import list_images, scan_dataset
     from alignflow.device import resolve_device
     from alignflow.errors import InputError
+    from alignflow.generator.config import GenerateConfig
     from alignflow.generator.filtering import check_candidates
     from alignflow.generator.pairs import generate_pairs
     from alignflow.generator.sampling import load_generator
+    from alignflow.runs.outputs import check_output_folder
 
-    values = read_options(args)
-    check_candidates(values["candidates"])  # before loading anything
-    translation = _translation_options(values)  # before loading anything
-    masks_dir = Path(values["masks"])
+    config = GenerateConfig.from_dict(read_options(args))  # every option checked before anything is loaded
+    check_candidates(config.candidates)
+    translation = _translation_options(config)
+    masks_dir = Path(config.masks)
     if translation and not (masks_dir / "images").is_dir():
         raise InputError("--masks", "a dataset folder with images/ and masks/ when --from-images is given", str(masks_dir))
-    limit = values.get("limit") or None
+    limit = config.limit
     if (masks_dir / "masks").is_dir():
         pairs_found = scan_dataset(masks_dir).pairs[:limit]
         mask_paths = [pair.mask for pair in pairs_found]
@@ -96,21 +102,22 @@ def _run_generate(args: argparse.Namespace) -> int:
             translation["source_images"] = [pair.image for pair in pairs_found]
     else:
         mask_paths = list_images(masks_dir)[:limit]
-    device = resolve_device(values.get("device", "auto"))
-    generator = load_generator(values["generator"], device)
+    check_output_folder(config.out, "generate", inputs=[mask_paths, config.masks, config.generator], overwrite=config.overwrite)
+    device = resolve_device(config.device)
+    generator = load_generator(config.generator, device)
     evaluator = None
-    if values.get("evaluator"):
+    if config.evaluator:
         from alignflow.fidelity.segmenter import load_segmenter
 
-        evaluator = load_segmenter(values["evaluator"], device)
-    candidates = values["candidates"]
+        evaluator = load_segmenter(config.evaluator, device)
+    candidates = config.candidates
     bars = TerminalProgress()
     try:
         pairs = generate_pairs(
-            generator, mask_paths, Path(values["out"]), evaluator=evaluator, candidates=candidates,
-            seed=values.get("seed", 0), num_steps=values["steps"], guidance_scale=values["guidance"],
-            batch_size=values["batch_size"], precision=values.get("precision", "fp32"), on_progress=bars.progress,
-            **translation,
+            generator, mask_paths, Path(config.out), evaluator=evaluator, candidates=candidates,
+            seed=config.seed, num_steps=config.steps, guidance_scale=config.guidance,
+            batch_size=config.batch_size, precision=config.precision, on_progress=bars.progress,
+            overwrite=config.overwrite, **translation,
         )
     finally:
         bars.close()
@@ -122,14 +129,14 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _translation_options(values: dict) -> dict:
+def _translation_options(config: Any) -> dict:
     """``strength`` for generate_pairs with --from-images (source images are added once the dataset is read); {}
     without it. A --strength without --from-images is refused: there would be nothing to translate."""
     from alignflow.errors import InputError
     from alignflow.generator.sampling import check_strength
 
-    if not values.get("from_images"):
-        if "strength" in values:
+    if not config.from_images:
+        if config.strength is not None:
             raise InputError("--strength", "--from-images as well (the strength of translating real images)", "no --from-images")
         return {}
-    return {"strength": check_strength(values.get("strength", DEFAULT_STRENGTH))}
+    return {"strength": check_strength(DEFAULT_STRENGTH if config.strength is None else config.strength)}

@@ -64,6 +64,8 @@ class TrainConfig(DictConfig):
     log_every: int = 10
     generator: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.generator.model:GeneratorConfig"))  # GeneratorConfig overrides (stage 1)
 
+    fixed_on_resume = ("stage", "generator", "trainable", "init")  # the architecture and the starting weights
+
     @property
     def learning_rate(self) -> float:
         return float(self.lr) if self.lr is not None else STAGE_LEARNING_RATES[self.stage]
@@ -114,3 +116,39 @@ class TrainConfig(DictConfig):
 
         if translation_start_step(strength, steps) > steps - 1:
             raise InputError("translation_strength", expected, repr(strength))
+
+
+@dataclass
+class GenerateConfig(DictConfig):
+    """``alignflow generate``: images for masks. The defaults are here, not in the parser, so a ``--config`` file's
+    values are used unless a flag is typed (and the file alone is enough: the server runs generate jobs so)."""
+
+    config_name = "generate config"
+    validate_on_load = True
+
+    generator: str = ""  # a trained generator (run folder or generator folder)
+    masks: str = ""  # a dataset folder (images/ + masks/) or a folder of mask files
+    out: str = ""  # output folder (images/, masks/, manifest.json)
+    steps: int = 28  # Euler steps (the paper's 28)
+    guidance: float = 2.0  # classifier-free guidance scale
+    batch_size: int = 16
+    limit: int | None = None  # at most this many masks
+    evaluator: str | None = None  # segmenter scoring each image's mask fidelity into the manifest
+    candidates: int = 1  # K images per mask; the one the evaluator segments best is kept
+    from_images: bool = False  # translate each real image of masks (a dataset folder) under its own mask
+    strength: float | None = None  # translation strength with from_images (None: generator.commands.DEFAULT_STRENGTH)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    overwrite: bool = False  # replace an existing non-empty out (never one holding the masks or the generator)
+
+    def validate(self) -> None:
+        for name, what in (("generator", "a trained generator (run folder or generator folder)"),
+                           ("masks", "a dataset folder (images/ + masks/) or a folder of mask files"), ("out", "an output folder")):
+            if not getattr(self, name):
+                raise InputError(f"--{name}", what, "nothing")
+        for name in ("steps", "batch_size", "candidates"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')}", "a positive integer", str(getattr(self, name)))
+        if self.limit is not None and self.limit < 1:
+            raise InputError("--limit", "a positive number of masks (or none: all)", str(self.limit))

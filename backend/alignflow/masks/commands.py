@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from alignflow.cli_helpers import add_training_flags, read_options
+from alignflow.cli_helpers import add_training_flags, read_options, with_stored_options
 
 # CLI flag (dest) -> PostprocessConfig field
 POSTPROCESS_FLAGS = {"threshold": "threshold", "blur_sigma": "sigma", "opening_radius": "opening_radius",
@@ -38,6 +38,7 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
     masks.add_argument("--min-area", type=int, help="remove components below this many pixels; 0 = off")
     masks.add_argument("--fill-holes", action=argparse.BooleanOptionalAction, help="fill holes inside objects")
     masks.add_argument("--batch-size", type=int)
+    masks.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out (never one holding the real masks or a run)")
     add_common_flags(masks)
     masks.set_defaults(handler=_run_masks)
 
@@ -51,7 +52,9 @@ def _run_train_masks(args: argparse.Namespace) -> int:
     for name in ("space", "resolution"):
         if name in values:
             generator[name] = values.pop(name)
-    folder = run_with_progress(lambda listeners: train_mask_generator(MaskTrainConfig.from_dict(values), listeners, resume=getattr(args, "resume", False)))
+    resume = getattr(args, "resume", False)
+    config = MaskTrainConfig.from_dict(with_stored_options(values, resume))
+    folder = run_with_progress(lambda listeners: train_mask_generator(config, listeners, resume=resume))
     print(f"mask generator written to {folder}")
     return 0
 

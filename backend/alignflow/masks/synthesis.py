@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from alignflow.atomic import atomic_directory, atomic_write_json
-from alignflow.config import DictConfig
+from alignflow.config import DictConfig, section
 from alignflow.data import list_images, load_masks, mask_to_rgb, scan_dataset, write_mask
 from alignflow.device import autocast, resolve_device
 from alignflow.errors import InputError
@@ -29,6 +29,7 @@ from alignflow.masks.postprocess import PostprocessConfig, postprocess_masks
 from alignflow.masks.training import MODEL_KIND
 from alignflow.runs.checkpoint import read_generator_folder
 from alignflow.runs.events import EventLog, Listener
+from alignflow.runs.outputs import check_output_folder, mark_output
 
 
 @dataclass
@@ -130,13 +131,14 @@ class MaskSynthesisConfig(DictConfig):
     strength: float = 1.0  # < 1: variations of each real mask instead of fresh draws (see generate_raw_masks)
     output_size: int | None = None  # side of the written masks (default: the generator's resolution)
     feature_encoder: str = "efficientnet-lite0"
-    postprocess: dict[str, Any] = field(default_factory=dict)  # PostprocessConfig options
+    postprocess: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.masks.postprocess:PostprocessConfig"))
     min_foreground: float = 0.005
     max_foreground: float = 0.95
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    overwrite: bool = False  # replace an existing non-empty out (never one holding the real masks: runs.outputs)
 
     def validate(self) -> None:
         for name, what in (("generator", "a trained mask generator folder"), ("masks", "a folder of real masks"), ("out", "an output folder")):
@@ -177,6 +179,7 @@ def synthesize_masks(config: MaskSynthesisConfig, listeners: list[Listener] | No
     paths = real_mask_paths(config.masks)[: config.num_masks]
     if not paths:
         raise InputError(config.masks, "at least one mask file")
+    check_output_folder(out, "masks", inputs=[paths, config.masks, config.generator], overwrite=config.overwrite)
     device = resolve_device(config.device)
     generator = load_mask_generator(config.generator, device)
     num_classes = generator.config.num_classes
@@ -190,6 +193,8 @@ def synthesize_masks(config: MaskSynthesisConfig, listeners: list[Listener] | No
     init = None
     if config.strength < 1.0:  # the real masks at the generator's own size, for SDEdit starts
         init = real if size == generator.config.resolution else load_masks(paths, generator.config.resolution)
+    out.mkdir(parents=True, exist_ok=True)
+    mark_output(out, "masks")
     log = EventLog(out, listeners)
     log.emit("start", stage="masks:generate", step=0, total=len(paths), device=str(device))
     k = config.candidates

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from alignflow.atomic import atomic_write_json
-from alignflow.config import DictConfig
+from alignflow.config import DictConfig, section
 from alignflow.data import load_masks, scan_dataset, to_uint8, write_image
 from alignflow.device import autocast
 from alignflow.errors import InputError
@@ -52,7 +52,9 @@ class MaskTrainConfig(DictConfig):
     checkpoint_every: int = 200
     preview_every: int = 200
     log_every: int = 10
-    generator: dict[str, Any] = field(default_factory=dict)  # MaskGeneratorConfig overrides
+    generator: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.masks.model:MaskGeneratorConfig"))
+
+    fixed_on_resume = ("generator",)  # the architecture (runs.loop: a resumed run keeps it)
 
     def validate(self) -> None:
         if not self.source:

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from alignflow.cli_helpers import add_training_flags, read_options
-
-# Options of ``segment`` (flags and --config keys) and their defaults; the paper samples 10 x 50 steps.
-SEGMENT_DEFAULTS: dict[str, Any] = {"num_samples": 10, "steps": 50, "batch_size": 4, "fusion": "staple", "limit": None,
-                                    "seed": 0, "device": "auto", "precision": "fp32"}
+from alignflow.cli_helpers import add_training_flags, read_options, with_stored_options
 
 
 def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -33,6 +28,7 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
     segment.add_argument("--fusion", choices=["staple", "vote"], help="STAPLE (default) or majority vote")
     segment.add_argument("--batch-size", type=int, help="images per model call (each holds M label maps; default 4)")
     segment.add_argument("--limit", type=int, help="at most this many images")
+    segment.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     add_common_flags(segment)
     segment.set_defaults(handler=_run_segment)
 
@@ -42,42 +38,39 @@ def _run_train_segmenter(args: argparse.Namespace) -> int:
     from alignflow.segmentation.config import SegmenterTrainConfig
     from alignflow.segmentation.trainer import train_segmenter
 
-    config = SegmenterTrainConfig.from_dict(read_options(args, drop=("resume",)))
-    folder = run_with_progress(lambda listeners: train_segmenter(config, listeners, resume=getattr(args, "resume", False)))
+    resume = getattr(args, "resume", False)
+    config = SegmenterTrainConfig.from_dict(with_stored_options(read_options(args, drop=("resume",)), resume))
+    folder = run_with_progress(lambda listeners: train_segmenter(config, listeners, resume=resume))
     print(f"segmenter written to {folder}")
     return 0
 
 
 def _run_segment(args: argparse.Namespace) -> int:
+    from alignflow.atomic import atomic_directory
     from alignflow.cli_helpers import run_with_progress
     from alignflow.data import list_images, read_image
-    from alignflow.errors import InputError, check_known_keys
+    from alignflow.errors import InputError
+    from alignflow.runs.outputs import check_output_folder
+    from alignflow.segmentation.config import SegmentConfig
     from alignflow.segmentation.inference import load_segmenter, segment_images, write_segmentations
 
-    values = read_options(args)
-    check_known_keys(values, {"segmenter", "images", "out", *SEGMENT_DEFAULTS}, "alignflow segment")
-    for name in ("segmenter", "images", "out"):
-        if not values.get(name):
-            raise InputError(f"--{name}", {"segmenter": "a trained segmenter folder", "images": "a folder of images or image files",
-                                           "out": "an output folder"}[name], "nothing")
-    options = {**SEGMENT_DEFAULTS, **values}
-    out = Path(options["out"])
-    if (out / "manifest.json").exists():
-        raise InputError(out, "a new output folder (this one holds a segmentation already)")
-    images = options["images"]
+    config = SegmentConfig.from_dict(read_options(args))
+    images = config.images
     paths = list_images(images[0] if isinstance(images, list) and len(images) == 1 else images)
-    if options["limit"]:
-        paths = paths[: options["limit"]]
+    if config.limit:
+        paths = paths[: config.limit]
     stems = [path.stem for path in paths]
     if len(set(stems)) < len(stems):
         twice = sorted({stem for stem in stems if stems.count(stem) > 1})
         raise InputError("--images", "images with distinct file stems (outputs are named by stem)", f"{twice[:5]} more than once")
-    segmenter = load_segmenter(options["segmenter"], options["device"])
+    out = check_output_folder(config.out, "segment", inputs=[paths, images, config.segmenter], overwrite=config.overwrite)
+    segmenter = load_segmenter(config.segmenter, config.device)
     result = run_with_progress(lambda listeners: segment_images(
-        segmenter, [read_image(path) for path in paths], num_samples=options["num_samples"], num_steps=options["steps"],
-        seed=options["seed"], batch_size=options["batch_size"], fusion=options["fusion"], precision=options["precision"],
+        segmenter, [read_image(path) for path in paths], num_samples=config.num_samples, num_steps=config.steps,
+        seed=config.seed, batch_size=config.batch_size, fusion=config.fusion, precision=config.precision,
         on_image=lambda done, total: listeners[0]({"type": "progress", "stage": "segment", "step": done, "total": total}),
     ))
-    write_segmentations(out, stems, result)
-    print(f"{len(paths)} images segmented ({options['num_samples']} samples x {options['steps']} steps, {options['fusion']}) into {out}")
+    with atomic_directory(out) as tmp:  # all of it or nothing; an earlier segmentation stays until this one is complete
+        write_segmentations(tmp, stems, result)
+    print(f"{len(paths)} images segmented ({config.num_samples} samples x {config.steps} steps, {config.fusion}) into {out}")
     return 0

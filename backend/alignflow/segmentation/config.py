@@ -6,11 +6,11 @@ to the run folder (``config.json``) and the exported segmenter (``segmenter.json
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from alignflow.config import DictConfig
-from alignflow.errors import InputError, check_known_keys
+from alignflow.config import DictConfig, section
+from alignflow.errors import InputError
 
 # Section 4.2: channels {64, 128, 256, 256}, two residual blocks per level, time embedding 256, 256 x 256 images;
 # Section 3.4: FA-Attention stacked N = 4 times, R = 2 Neural Modulator blocks.
@@ -79,8 +79,7 @@ class MedFlowSegConfig(DictConfig):
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "model") -> MedFlowSegConfig:
         """Values over a preset: ``{"preset": "paper", "resolution": 128}`` is the paper's model at 128 px."""
-        values = dict(values)
-        check_known_keys(values, {f.name for f in fields(cls)}, where)
+        values = cls.checked_values(values, where)
         preset = values.get("preset")
         if preset is not None and preset not in PRESETS:
             raise InputError(f"{where}.preset", f"one of {', '.join(PRESETS)}", repr(preset))
@@ -102,7 +101,7 @@ class SegmenterTrainConfig(DictConfig):
     init: str | None = None
     preset: str = "small"
     resolution: int | None = None  # overrides the preset's resolution
-    model: dict[str, Any] = field(default_factory=dict)  # further MedFlowSegConfig overrides
+    model: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.segmentation.config:MedFlowSegConfig"))
     steps: int = 2000
     batch_size: int = 8  # paper: 48 on four A100s
     lr: float = 1e-4  # Section 4.2 (AdamW)
@@ -119,6 +118,8 @@ class SegmenterTrainConfig(DictConfig):
     log_every: int = 10
     checkpoint_every: int = 200
     preview_every: int = 500
+
+    fixed_on_resume = ("init", "preset", "resolution", "model", "num_classes")  # the architecture (runs.loop)
 
     def validate(self) -> None:
         if not self.out:
@@ -145,3 +146,38 @@ class SegmenterTrainConfig(DictConfig):
         if self.resolution is not None:
             values["resolution"] = self.resolution
         return MedFlowSegConfig.from_dict(values, where="model")
+
+
+@dataclass
+class SegmentConfig(DictConfig):
+    """``alignflow segment``: ensemble inference of a trained MedFlowSeg on a folder of images (the paper samples
+    10 x 50 steps)."""
+
+    config_name = "segment config"
+    validate_on_load = True
+
+    segmenter: str = ""  # a trained segmenter (train-segmenter run folder or its segmenter/ folder)
+    images: list[str] | str = ""  # a folder of images or image files
+    out: str = ""  # output folder (labels/, uncertainty/, posterior/, samples/, manifest.json)
+    num_samples: int = 10  # ensemble size M
+    steps: int = 50  # Euler steps per sample
+    batch_size: int = 4  # images per model call (each holds M label maps)
+    fusion: str = "staple"  # "staple" or "vote"
+    limit: int | None = None  # at most this many images
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    overwrite: bool = False  # replace an existing non-empty out (never one holding the images or the segmenter)
+
+    def validate(self) -> None:
+        for name, what in (("segmenter", "a trained segmenter folder"), ("images", "a folder of images or image files"),
+                           ("out", "an output folder")):
+            if not getattr(self, name):
+                raise InputError(f"--{name}", what, "nothing")
+        for name in ("num_samples", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')}", "a positive integer", str(getattr(self, name)))
+        if self.limit is not None and self.limit < 1:
+            raise InputError("--limit", "a positive number of images (or none: all)", str(self.limit))
+        if self.fusion not in ("staple", "vote"):
+            raise InputError("--fusion", "staple or vote", repr(self.fusion))

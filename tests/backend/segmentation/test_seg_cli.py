@@ -88,7 +88,7 @@ def test_segment_errors_name_the_input(trained, tmp_path, capsys):
     code, line = run(capsys, "segment", "--segmenter", str(trained / "run"), "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
     assert code == 2 and "empty" in line
     code, line = run(capsys, "segment", "--segmenter", str(trained / "run"), "--images", images, "--out", str(tmp_path / "o"), "--num-samples", "0")
-    assert code == 2 and "num_samples" in line
+    assert code == 2 and "--num-samples" in line
     code, line = run(capsys, "segment", "--images", images, "--out", str(tmp_path / "o"))
     assert code == 2 and "--segmenter" in line
     broken = tmp_path / "broken.png"
