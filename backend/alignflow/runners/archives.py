@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from alignflow.atomic import atomic_directory
@@ -40,6 +41,10 @@ def extract_archive(archive: Path, destination: Path, max_extracted_bytes: int, 
     try:
         with zipfile.ZipFile(archive) as zipped:
             infos = zipped.infolist()
+            encrypted = next((info.filename for info in infos if info.flag_bits & 0x1), None)
+            if encrypted is not None:  # zipfile would ask for a password member by member (a RuntimeError)
+                raise InputError(name, "an unencrypted zip archive (the server cannot ask for a password)",
+                                 got=f"the encrypted member {encrypted!r}")
             members = [(info, _member_path(info, name)) for info in infos]
             total = sum(info.file_size for info in infos)
             if total > max_extracted_bytes:
@@ -61,9 +66,9 @@ def extract_archive(archive: Path, destination: Path, max_extracted_bytes: int, 
                             if written > max_extracted_bytes:
                                 raise ArchiveTooLarge(name, f"at most {max_extracted_bytes} bytes once unpacked", got="more")
                             sink.write(chunk)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
-        raise InputError(name, "a valid zip archive", got=str(error)) from None
-    except (zipfile.error, NotImplementedError) as error:  # encrypted or unsupported compression
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as error:  # zlib: corrupt deflate data
+        raise InputError(name, "a valid zip archive", got=f"{type(error).__name__}: {error}") from None
+    except (NotImplementedError, RuntimeError) as error:  # unsupported compression; a password asked for after all
         raise InputError(name, "a zip archive with plain deflate/stored members", got=str(error)) from None
 
 

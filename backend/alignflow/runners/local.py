@@ -74,11 +74,13 @@ def read_complete_events(path: Path, offset: int) -> tuple[list[dict[str, Any]],
 class LocalRunner:
     """Runs jobs as subprocesses of this machine; implements :class:`alignflow.runners.base.Runner`."""
 
-    def __init__(self, jobs_root: str | Path, python: str = sys.executable, env: dict[str, str] | None = None):
+    def __init__(self, jobs_root: str | Path, python: str = sys.executable, env: dict[str, str] | None = None,
+                 cwd: str | Path | None = None):
         self.jobs_root = Path(jobs_root)
         self.jobs_root.mkdir(parents=True, exist_ok=True)
         self.python = python
         self.env = env
+        self.cwd = cwd  # the jobs' working directory (the server's data root: relative paths stay inside it)
         self._processes: dict[str, subprocess.Popen] = {}
         self._cursors: dict[str, tuple[int, int]] = {}  # job -> (events read, byte offset reached)
 
@@ -89,7 +91,7 @@ class LocalRunner:
         with open(folder / "output.log", "ab") as log:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", '"$@"; echo $? > "$0"', str(folder / EXIT_FILE), *command],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self._environment(),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self._environment(), cwd=self.cwd,
             )
         self._processes[job_id] = process
         atomic_write_json(folder / JOB_FILE, {"job_id": job_id, "kind": kind, "run_dir": str(Path(config["out"])),

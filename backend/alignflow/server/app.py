@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
@@ -24,7 +25,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
-from alignflow.atomic import atomic_write_json
+from alignflow.atomic import atomic_write_json, remove_stale_temporaries, temporary_prefix
 from alignflow.errors import InputError
 from alignflow.runners.archives import UPLOAD_KINDS, ArchiveTooLarge, unpack_upload
 from alignflow.runners.auth import token_matches
@@ -65,6 +66,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     uploads_root = data_root / "uploads"
     uploads_root.mkdir(parents=True, exist_ok=True)
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(uploads_root, settings.scratch_dir)
     store = JobStore(data_root / "jobs.sqlite")
     scheduler = Scheduler(store, data_root, settings.gpus, poll_s=settings.poll_s)
     bearer = HTTPBearer(auto_error=False, description="the server's token (alignflow serve --token-file)")
@@ -107,7 +109,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
             raise ArchiveTooLarge(name, f"an upload of at most {settings.max_upload_bytes} bytes", got=f"{declared} bytes")
-        fd, staged = tempfile.mkstemp(dir=settings.scratch_dir, suffix=".zip")
+        fd, staged = tempfile.mkstemp(dir=settings.scratch_dir, prefix=temporary_prefix("upload"), suffix=".tmp")
         try:
             received = 0
             with os.fdopen(fd, "wb") as sink:
@@ -224,7 +226,7 @@ def _first_event_to_send(since: int = Query(0, ge=0, description="the count of e
 
 def _zip_folder(folder: Path, scratch: Path) -> Path:
     """Zip ``folder`` into ``scratch``; a failed write (disk full) leaves no partial archive and answers 507."""
-    fd, name = tempfile.mkstemp(dir=scratch, suffix=".zip")
+    fd, name = tempfile.mkstemp(dir=scratch, prefix=temporary_prefix("artifacts"), suffix=".tmp")
     os.close(fd)
     try:
         # Stored, not deflated: checkpoints and PNGs do not compress, and the job keeps the CPU.
@@ -241,6 +243,22 @@ def _zip_folder(folder: Path, scratch: Path) -> Path:
 
 
 __all__ = ["ServerSettings", "create_app"]
+
+
+def remove_leftovers(uploads_root: Path, scratch: Path) -> list[Path]:
+    """What a killed server left: staged uploads and artifact archives in the scratch folder, half-unpacked uploads
+    (no ``upload.json``: the client never got their id). Run on start, before any request; one log line each."""
+    removed = remove_stale_temporaries(scratch)
+    for folder in sorted(uploads_root.iterdir()):
+        if not folder.is_dir():
+            continue
+        removed += remove_stale_temporaries(folder)
+        if not (folder / "upload.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    for path in removed:
+        print(f"alignflow serve: removed {path}, left over from an interrupted upload or download", file=sys.stderr, flush=True)
+    return removed
 
 
 def read_events_list(run_dir: Path) -> list[dict[str, Any]]:

@@ -70,15 +70,21 @@ class Scheduler:
         return self.store.get(record.job_id) or record
 
     def resume(self, job_id: str) -> JobRecord:
-        """A new job that continues ``job_id``'s run folder from its last checkpoint."""
-        original = self.get(job_id)
-        if original.state not in (FAILED, CANCELLED):
-            raise InputError(f"job {job_id}", "a failed or cancelled job to resume", got=f"a {original.state} job")
-        if original.kind not in RESUMABLE_KINDS:
-            raise InputError(f"job {job_id}", f"a resumable kind ({', '.join(RESUMABLE_KINDS)}); submit it again instead", got=original.kind)
-        record = JobRecord(new_id(), original.kind, QUEUED, original.config, original.run_dir,
-                           resume=original.kind in RESUME_FLAG_KINDS, resumed_from=job_id)
-        self.store.add(record)
+        """A new job that continues ``job_id``'s run folder from its last checkpoint; refused while another job of
+        that run folder is queued or running (one job, one process per run folder)."""
+        with self._lock:
+            original = self.get(job_id)
+            if original.state not in (FAILED, CANCELLED):
+                raise InputError(f"job {job_id}", "a failed or cancelled job to resume", got=f"a {original.state} job")
+            if original.kind not in RESUMABLE_KINDS:
+                raise InputError(f"job {job_id}", f"a resumable kind ({', '.join(RESUMABLE_KINDS)}); submit it again instead", got=original.kind)
+            busy = [record.job_id for record in self.store.active() if record.run_dir == original.run_dir]
+            if busy:
+                raise InputError(f"job {job_id}", "a run folder that no other job uses (one job per run folder; follow or cancel "
+                                 "that job instead)", got=f"job {busy[0]} is already {self.get(busy[0]).state} in it")
+            record = JobRecord(new_id(), original.kind, QUEUED, original.config, original.run_dir,
+                               resume=original.kind in RESUME_FLAG_KINDS, resumed_from=job_id)
+            self.store.add(record)
         self.tick()
         return self.get(record.job_id)
 
@@ -102,36 +108,53 @@ class Scheduler:
 
     # ------------------------------------------------------------------ paths
     def resolve_paths(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Replace ``upload:ID[/sub]`` and ``job:ID[/sub]`` by server folders; refuse paths outside the data root."""
-        resolved = dict(config)
-        for key in PATH_KEYS:
-            value = config.get(key)
-            if isinstance(value, str):
-                resolved[key] = self._resolve(value, f"config.{key}")
-            elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-                resolved[key] = [self._resolve(item, f"config.{key}") for item in value]
-            elif value is not None and not isinstance(value, dict):  # "generator" is also a model config section
-                raise InputError(f"config.{key}", "a path, upload:ID or job:ID (or a list of them)", got=repr(value))
-        # Model references nested in other settings: a folder on the server (checked as above) or a Hugging Face hub id.
-        encoder = config.get("feature_encoder")
-        if isinstance(encoder, str) and encoder.startswith(DINO_PREFIX):
-            resolved["feature_encoder"] = DINO_PREFIX + self._resolve_model(encoder[len(DINO_PREFIX):], "config.feature_encoder")
-        if isinstance(config.get("generator"), dict):
-            section = dict(config["generator"])
-            for key in ("pretrained", "controlnet_pretrained"):
-                if isinstance(section.get(key), str):
-                    section[key] = self._resolve_model(section[key], f"config.generator.{key}")
-            resolved["generator"] = section
-        return resolved
+        """One data-root rule for every string of the config, at any depth (``train.mask_segmenter``, ``export_name``,
+        list items, anything a future option adds): ``upload:ID[/sub]`` and ``job:ID[/sub]`` become server folders,
+        and no value may name a place outside the data root (an absolute path elsewhere, ``..`` out of it, ``~``, a
+        symbolic link out of it). Jobs run with the data root as their working directory, so a relative value (a
+        word such as ``cpu``, a hub id ``org/name``, a path) means the same place to the job as to this check. The
+        keys in ``PATH_KEYS`` must also exist when given as a path."""
+        return self._walk(config, "config", top=True)
 
-    def _resolve_model(self, value: str, where: str) -> str:
-        """A pretrained model's folder (upload:ID, job:ID or a path inside the data root) or a hub id ("org/name")."""
-        if value.startswith((UPLOAD_PREFIX, JOB_PREFIX)) or (self.data_root / value).exists():
+    def _walk(self, value: Any, where: str, top: bool = False) -> Any:
+        if isinstance(value, dict):
+            resolved = {}
+            for key, item in value.items():
+                name = f"{where}.{key}"
+                if top and key == "out":  # replaced by the job's run folder (submit)
+                    continue
+                if top and key in PATH_KEYS and not isinstance(item, (str, list, dict, type(None))):
+                    raise InputError(name, "a path, upload:ID or job:ID (or a list of them)", got=repr(item))
+                if top and key in PATH_KEYS and isinstance(item, str):
+                    resolved[key] = self._resolve(item, name)
+                elif top and key in PATH_KEYS and isinstance(item, list) and all(isinstance(i, str) for i in item):
+                    resolved[key] = [self._resolve(i, name) for i in item]
+                else:
+                    resolved[key] = self._walk(item, name)
+            return resolved
+        if isinstance(value, (list, tuple)):
+            return [self._walk(item, where) for item in value]  # errors name the list, as the user wrote it
+        if isinstance(value, str):
+            return self._check_text(value, where)
+        return value
+
+    def _check_text(self, value: str, where: str) -> str:
+        """A string that is not a declared path: upload:/job: references resolved, anything else kept as it is unless
+        it would lead out of the data root."""
+        if value.startswith(DINO_PREFIX):
+            return DINO_PREFIX + self._check_text(value[len(DINO_PREFIX):], where)
+        if value.startswith((UPLOAD_PREFIX, JOB_PREFIX)):
             return self._resolve(value, where)
-        if value.startswith(("/", "~", ".")) or ".." in Path(value).parts or "\\" in value:
-            raise InputError(where, f"a hub id (org/name), upload:ID, job:ID or a path inside the server's data root {self.data_root}",
-                             got=repr(value))
-        return value  # a hub id: from_pretrained fetches it into the server's own cache
+        outside = value.startswith("~") or "\\" in value or "\x00" in value
+        if not outside:
+            try:
+                outside = not (self.data_root / value).resolve().is_relative_to(self.data_root)
+            except (OSError, RuntimeError, ValueError):  # a symlink loop, an unreadable component
+                outside = True
+        if outside:
+            raise InputError(where, f"a value that stays inside the server's data root {self.data_root} (upload:ID, job:ID, "
+                             "a path inside it, a hub id or a plain word)", got=repr(value))
+        return value
 
     def _resolve(self, value: str, where: str) -> str:
         if value.startswith(UPLOAD_PREFIX):
@@ -196,7 +219,7 @@ class Scheduler:
 
     def _runner(self, slot: str) -> LocalRunner:
         visible = "" if slot == "cpu" else slot  # an empty list hides every GPU
-        return LocalRunner(self.data_root / "processes", self.python, env={"CUDA_VISIBLE_DEVICES": visible})
+        return LocalRunner(self.data_root / "processes", self.python, env={"CUDA_VISIBLE_DEVICES": visible}, cwd=self.data_root)
 
     # ------------------------------------------------------------------ background thread
     def start(self) -> None:

@@ -102,6 +102,8 @@ def test_one_queue_per_gpu_with_cancel_and_resume(make_server, source):
 
     resumed = runner.resume(jobs[0])
     assert runner.status(resumed).state == "queued"  # both GPUs busy
+    with pytest.raises(InputError, match=f"{resumed} is already queued"):
+        runner.resume(jobs[0])  # one job per run folder: a second resume of the same run is refused (issue 18)
     runner.cancel(jobs[1])
     wait_for(lambda: has_event(runner, resumed, "resume"), what="the resumed job continuing")
     resume_event = next(e for e in runner.events(resumed) if e["type"] == "resume")
