@@ -158,7 +158,8 @@ def test_resume_keeps_the_architecture_and_the_step_count(tmp_path, pairs, capsy
     assert main(train_args(pairs, run, "--steps", "2", "--resolution", "32")) == 0
     capsys.readouterr()
     assert main(train_args(pairs, run, "--steps", "1", "--resume")) == 2
-    assert "--steps" in last_error(capsys) and "2 steps" in last_error(capsys)
+    line = last_error(capsys)
+    assert "--steps" in line and "2 steps" in line, line
     assert main(train_args(pairs, run, "--steps", "3", "--resume", "--resolution", "64")) == 2
     line = last_error(capsys)
     assert "generator.resolution" in line and "32" in line and "64" in line, line
@@ -215,3 +216,17 @@ def test_a_checkpoint_killed_mid_write_is_removed_on_the_next_run(tmp_path, pair
     assert not leftovers[0].exists()
     warnings = [e["message"] for e in read_events(run) if e["type"] == "warning"]
     assert any("removed 1 leftover" in w and leftovers[0].name in w for w in warnings), warnings
+
+
+def test_another_hosts_lock_is_taken_over_only_once_its_heartbeat_stopped(tmp_path):
+    from alignflow.runs.lock import STALE_AFTER_S, RunLock
+
+    lock_file = tmp_path / ".lock"
+    lock_file.write_text(json.dumps({"pid": 1, "host": "another-node"}))  # pid 1 runs here, but it is not that process
+    with pytest.raises(InputError, match="held by process 1 on another-node"):
+        RunLock(tmp_path).acquire()
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(lock_file, (old, old))
+    with RunLock(tmp_path) as lock:
+        assert lock.stale["host"] == "another-node" and json.loads(lock_file.read_text())["pid"] == os.getpid()
+    assert not lock_file.exists()
