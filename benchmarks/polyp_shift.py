@@ -172,6 +172,8 @@ def align(work: Path, params: dict) -> dict:
         extra = {"w_mask": params["w_mask"], "mask_segmenter": str(work / "reward_segmenter" / "segmenter")}
     if params.get("w_ar"):
         extra["w_ar"] = params["w_ar"]
+    if params.get("translation_strength"):  # target_gain.py: stage 2 in translation mode (issue 17)
+        extra["translation_strength"] = params["translation_strength"]
     config = TrainConfig(stage=2, source=str(_splits(work)["train"]), out=str(work / params["name"]), init=str(work / params.get("init", "stage1") / "generator"),
                          references=_references(work, params["refs"]), steps=STAGE2_STEPS, batch_size=8, device="cpu", seed=0,
                          checkpoint_every=50, preview_every=100, log_every=10, w_align=1.0, **variant, **extra)
