@@ -100,27 +100,130 @@ def _done(work: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _train_folder(work: Path, regime: str) -> Path:
-    """The real training pairs of a regime: all 900, or the first 100 (sorted by name) linked into their own folder."""
+# ------------------------------------------------------------------------------------------------------ the shifts
+
+@dataclass
+class ShiftData:
+    """One domain shift's folders (symlinks into ../shared/data, or prepared copies under WORK)."""
+
+    train: Path  # every labelled source training pair
+    held_out: Path  # labelled source pairs for learning curves and scores (never trained on)
+    test: Path  # labelled target test pairs
+    references: list[Path]  # the 10 unlabelled target images a user holds
+    source_name: str  # test-set names in results
+    target_name: str
+    root: Path  # where regime folders are linked
+
+
+# shift -> task-name prefix and regimes. Polyp task names carry no prefix (the plan started with them).
+SHIFTS = {"polyp": ("", ("full", "lim")), "fundus": ("fundus_", ("full",))}
+FUNDUS_HELD_OUT = 20  # of Drishti-GS's 101 pairs; 81 train
+FUNDUS_REFERENCES = 10  # of DRIONS-DB's 109 (seeded); the other 99 are the test set
+# Drishti-GS_roi is an 800 px square around the disc centroid (shared/data/PROVENANCE.md), where the disc spans 117
+# of 256 px (median). DRIONS-DB gets the same assumption: a square centred on the disc centroid of its ground truth,
+# of the side that gives the median DRIONS disc (40 px wide in the 256 px images) the same share: 88 px (zero padded
+# where it leaves the image), resized to 128 px.
+FUNDUS_ROI_DISC_SHARE = 117 / 256
+FUNDUS_ROI_SIZE = 128
+
+
+def _prefix(shift: str) -> str:
+    return SHIFTS[shift][0]
+
+
+def _data(work: Path, shift: str) -> ShiftData:
+    if shift == "polyp":
+        splits = _splits(work)
+        return ShiftData(splits["train"], splits["held_out"], splits["test_pairs"], _references(work, REFERENCES),
+                         "kvasir_held_out", "clinicdb_test", work)
+    return _fundus_data(work)
+
+
+def _fundus_data(work: Path) -> ShiftData:
+    """Drishti-GS_roi (disc = mask >= 1, as binary masks) -> DRIONS-DB_disc cropped to the disc ROI."""
+    from kvasir_to_clinicdb import SHARED, link_split
+
+    from alignflow.data import scan_dataset, split_indices
+    from alignflow.data.references import select_references
+
+    root = work / "fundus"
+    disc = _drishti_disc(SHARED / "data" / "Drishti-GS_roi", root / "drishti_disc")
+    drishti = scan_dataset(disc).pairs
+    held_out, training = split_indices(len(drishti), [FUNDUS_HELD_OUT], 0)
+    drions = _drions_roi(SHARED / "data" / "DRIONS-DB_disc", root / "drions_roi")
+    references = select_references(drions / "images", FUNDUS_REFERENCES, 0)
+    chosen = {path.name for path in references}
+    test = [pair for pair in scan_dataset(drions).pairs if pair.image.name not in chosen]
+    return ShiftData(link_split([drishti[i] for i in training], root / "drishti_train"),
+                     link_split([drishti[i] for i in held_out], root / "drishti_held_out"),
+                     link_split(test, root / "drions_test"), references, "drishti_held_out", "drions_test", root)
+
+
+def _drishti_disc(source: Path, out: Path) -> Path:
+    """Drishti-GS_roi with binary disc masks (disc = rim + cup = mask >= 1, written 0/255); images linked."""
+    from alignflow.data import read_mask, scan_dataset, write_mask
+
+    if (out / "done").exists():
+        return out
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for pair in scan_dataset(source).pairs:
+        link = out / "images" / pair.image.name
+        if not link.exists():
+            link.symlink_to(pair.image.resolve())
+        write_mask(out / "masks" / pair.mask.name, (read_mask(pair.mask) >= 1).astype("uint8"), binary_as_255=True)
+    (out / "done").touch()
+    return out
+
+
+def _drions_roi(source: Path, out: Path) -> Path:
+    """DRIONS-DB_disc cropped to a square around each disc centroid (see FUNDUS_ROI_DISC_SHARE), at 128 px."""
+    import numpy as np
+
+    from alignflow.data import read_image, read_mask, resize_image, resize_mask, scan_dataset, write_image, write_mask
+
+    if (out / "done").exists():
+        return out
+    pairs = scan_dataset(source).pairs
+    masks = [read_mask(pair.mask) > 0 for pair in pairs]
+    widths = [np.ptp(np.nonzero(mask)[1]) + 1 for mask in masks]
+    side = int(round(float(np.median(widths)) / FUNDUS_ROI_DISC_SHARE))
+    for pair, mask in zip(pairs, masks):
+        image = read_image(pair.image)
+        rows, cols = np.nonzero(mask)
+        top, left = int(round(rows.mean())) - side // 2, int(round(cols.mean())) - side // 2
+        padded_image = np.pad(image, ((side, side), (side, side), (0, 0)))
+        padded_mask = np.pad(mask, side)
+        crop = (slice(top + side, top + 2 * side), slice(left + side, left + 2 * side))
+        write_image(out / "images" / f"{pair.stem}.png", resize_image(padded_image[crop], FUNDUS_ROI_SIZE))
+        write_mask(out / "masks" / f"{pair.stem}.png", resize_mask(padded_mask[crop].astype("uint8"), FUNDUS_ROI_SIZE),
+                   binary_as_255=True)
+    (out / "roi.json").write_text(json.dumps({"side_px_of_256": side, "resized_to": FUNDUS_ROI_SIZE}))
+    (out / "done").touch()
+    return out
+
+
+def _train_folder(work: Path, regime: str, shift: str = "polyp") -> Path:
+    """The real training pairs of a regime: all of them, or the first 100 (sorted by name) linked into their own folder."""
     from kvasir_to_clinicdb import link_split
 
     from alignflow.data import scan_dataset
 
-    train = _splits(work)["train"]
+    data = _data(work, shift)
     if regime == "full":
-        return train
-    return link_split(scan_dataset(train).pairs[:LIMITED_PAIRS], work / f"kvasir_train{LIMITED_PAIRS}")
+        return data.train
+    return link_split(scan_dataset(data.train).pairs[:LIMITED_PAIRS], data.root / f"kvasir_train{LIMITED_PAIRS}")
 
 
 # ------------------------------------------------------------------------------------------------------------ tasks
 
 def curve(work: Path, params: dict) -> dict:
-    """A real-only learning curve on held-out Kvasir (constant lr after warm-up, EMA); the target is not scored."""
+    """A real-only learning curve on held-out source pairs (constant lr after warm-up, EMA); the target is not scored."""
     from alignflow.downstream import DownstreamConfig, evaluate_segmentation
 
-    splits = _splits(work)
-    held_out = {"kvasir_held_out": str(splits["held_out"])}
-    config = DownstreamConfig(train=str(_train_folder(work, params["regime"])), test=held_out, validation=held_out,
+    shift = params.get("shift", "polyp")
+    data = _data(work, shift)
+    held_out = {data.source_name: str(data.held_out)}
+    config = DownstreamConfig(train=str(_train_folder(work, params["regime"], shift)), test=held_out, validation=held_out,
                               validate_every=VALIDATE_EVERY, steps=CURVE_STEPS[params["regime"]], lr_schedule="constant",
                               seed=params["seed"], out=str(work / params["name"] / "run"), **JUDGE)
     results = evaluate_segmentation(config, resume=True)
@@ -131,9 +234,11 @@ def stopping_rule(work: Path, params: dict) -> dict:
     """The number of steps of every arm of a regime, from its real-only curves (see PLATEAU_TOLERANCE)."""
     import numpy as np
 
-    curves = [_done(work, f"curve_{params['regime']}_s{seed}")["curve"] for seed in CURVE_SEEDS]
+    shift = params.get("shift", "polyp")
+    source = _data(work, shift).source_name
+    curves = [_done(work, f"{_prefix(shift)}curve_{params['regime']}_s{seed}")["curve"] for seed in CURVE_SEEDS]
     steps = [row["step"] for row in curves[0]]
-    mean = np.mean([[row["kvasir_held_out"] for row in c] for c in curves], axis=0)
+    mean = np.mean([[row[source] for row in c] for c in curves], axis=0)
     plateau = steps[int(np.argmax(mean >= mean.max() - PLATEAU_TOLERANCE))]
     chosen = max(MIN_STEPS, int(math.ceil(plateau / ROUND_TO) * ROUND_TO))
     return {"plateau_step": plateau, "steps": chosen, "curve_max": float(mean.max()), "curve_max_step": steps[int(np.argmax(mean))],
@@ -141,16 +246,18 @@ def stopping_rule(work: Path, params: dict) -> dict:
 
 
 def downstream(work: Path, params: dict) -> dict:
-    """One seed of one arm: the judge trained for the regime's rule steps, scored on ClinicDB test and held-out Kvasir."""
+    """One seed of one arm: the judge trained for the regime's rule steps, scored on the target test set and the
+    held-out source pairs."""
     from alignflow.downstream import DownstreamConfig, evaluate_segmentation
 
-    splits = _splits(work)
+    shift = params.get("shift", "polyp")
+    data = _data(work, shift)
     synthetic = str(work / params["synthetic"] / "pairs") if params.get("synthetic") else None
-    config = DownstreamConfig(train=str(_train_folder(work, params["regime"])), synthetic=synthetic,
+    config = DownstreamConfig(train=str(_train_folder(work, params["regime"], shift)), synthetic=synthetic,
                               synthetic_share=SHARE if synthetic else None,
-                              test={"clinicdb_test": str(splits["test_pairs"]), "kvasir_held_out": str(splits["held_out"])},
-                              steps=_done(work, f"rule_{params['regime']}")["steps"], lr_schedule="cosine", seed=params["seed"],
-                              out=str(work / params["name"] / "run"), **JUDGE)
+                              test={data.target_name: str(data.test), data.source_name: str(data.held_out)},
+                              steps=_done(work, f"{_prefix(shift)}rule_{params['regime']}")["steps"], lr_schedule="cosine",
+                              seed=params["seed"], out=str(work / params["name"] / "run"), **JUDGE)
     results = evaluate_segmentation(config, resume=True)
     return {name: {key: scores[key] for key in ("dice", "dice_std", "iou", "hd95")} for name, scores in results["test"].items()} | {
         "train_seconds": results["train_seconds"], "steps": config.steps}
@@ -160,7 +267,7 @@ def _arm_spec(arm: str) -> dict[str, Any]:
     return {**CHEAP_ARMS, **GENERATIVE_ARMS}[arm]
 
 
-def _make_pairs(work: Path, arm: str, pairs: list, out: Path, seed: int):
+def _make_pairs(work: Path, shift: str, arm: str, pairs: list, out: Path, seed: int):
     """The arm's pairs for these real source pairs (``augment.methods``), written to ``out`` (all or nothing)."""
     from alignflow.augment.methods import transform_pairs, translate_pairs
     from alignflow.generator.pairs import generate_pairs
@@ -168,49 +275,55 @@ def _make_pairs(work: Path, arm: str, pairs: list, out: Path, seed: int):
 
     spec = _arm_spec(arm)
     if spec["method"] in ("fda", "histogram", "photometric"):
-        return transform_pairs(spec["method"], pairs, out, references=_references(work, REFERENCES), beta=spec.get("beta", 0.05),
+        return transform_pairs(spec["method"], pairs, out, references=_data(work, shift).references, beta=spec.get("beta", 0.05),
                                seed=seed)
     import torch
 
-    generator = load_generator(work / spec["generator"] / "generator", torch.device("cpu"))
+    generator = load_generator(work / f"{_prefix(shift)}{spec['generator']}" / "generator", torch.device("cpu"))
     if spec["method"] == "translate":
         return translate_pairs(generator, pairs, out, strength=spec["strength"], seed=seed)
     return generate_pairs(generator, [pair.mask for pair in pairs], out, stems=[pair.stem for pair in pairs], seed=seed)
 
 
-def _training_subset(work: Path, regime: str) -> list:
-    """The real pairs an arm's synthetic pairs are made from: polyp_shift's fixed 300 of 900, or all 100."""
+def _training_subset(work: Path, regime: str, shift: str) -> list:
+    """The real pairs an arm's synthetic pairs are made from: polyp_shift's fixed 300 of Kvasir's 900, else all."""
     from alignflow.data import scan_dataset, split_indices
 
-    pairs = scan_dataset(_train_folder(work, regime)).pairs
-    if regime == "lim":
+    pairs = scan_dataset(_train_folder(work, regime, shift)).pairs
+    if len(pairs) <= SYNTHETIC_PAIRS:
         return pairs
     return [pairs[int(i)] for i in sorted(split_indices(len(pairs), [SYNTHETIC_PAIRS], 1)[0])]
 
 
+def _copies(shift: str, regime: str) -> int:
+    """Copies per real pair: about SYNTHETIC_PAIRS in all (Kvasir full: 1 of 300 pairs; 100 pairs: 3; Drishti 81: 4)."""
+    return 1 if shift == "polyp" and regime == "full" else (3 if shift == "polyp" else 4)
+
+
 def synthesize(work: Path, params: dict) -> dict:
-    """WORK/<task>/pairs: the arm's 300 pairs for a regime (lim: three copies, seeds 1000, 2000, 3000, stems c<k>_...)."""
-    regime, arm, folder = params["regime"], params["arm"], work / params["name"]
-    pairs = _training_subset(work, regime)
-    if COPIES[regime] == 1:
+    """WORK/<task>/pairs: the arm's pairs for a regime (several copies: seeds 1000, 2000, ..., stems c<k>_...)."""
+    shift, regime, arm, folder = params.get("shift", "polyp"), params["regime"], params["arm"], work / params["name"]
+    pairs = _training_subset(work, regime, shift)
+    copies = _copies(shift, regime)
+    if copies == 1:
         if not (folder / "pairs" / "manifest.json").exists():
-            _make_pairs(work, arm, pairs, folder / "pairs", seed=1000)
+            _make_pairs(work, shift, arm, pairs, folder / "pairs", seed=1000)
         return {"pairs": len(pairs), "arm": _arm_spec(arm)}
-    for copy in range(COPIES[regime]):
+    for copy in range(copies):
         out = folder / f"copy{copy}"
         if not (out / "manifest.json").exists():  # a finished copy is kept when the task is resumed
-            _make_pairs(work, arm, pairs, out, seed=1000 * (copy + 1))
+            _make_pairs(work, shift, arm, pairs, out, seed=1000 * (copy + 1))
         for sub in ("images", "masks"):
             (folder / "pairs" / sub).mkdir(parents=True, exist_ok=True)
             for path in sorted((out / sub).iterdir()):
                 link = folder / "pairs" / sub / f"c{copy}_{path.name}"
                 if not link.exists():
                     link.symlink_to(path.resolve())
-    return {"pairs": len(pairs) * COPIES[regime], "arm": _arm_spec(arm)}
+    return {"pairs": len(pairs) * copies, "arm": _arm_spec(arm)}
 
 
 def score(work: Path, params: dict) -> dict:
-    """The arm's pairs for the 100 held-out Kvasir pairs: KID to the ClinicDB test set and to the 10 references alone,
+    """The arm's pairs for the held-out source pairs: KID to the target test set and to the 10 references alone,
     the reward MMD to the references (stage 2's L_A: EfficientNet-Lite0 features, unbiased polynomial MMD), and mask
     fidelity (the benchmark evaluator's Dice on the images against their masks) beside its ceiling (its Dice on the
     real held-out images). ``arm`` "real": the held-out images themselves."""
@@ -223,26 +336,26 @@ def score(work: Path, params: dict) -> dict:
     from alignflow.models.feature_encoders import build_feature_encoder
     from alignflow.rewards.alignment import AlignmentReward
 
-    splits, arm, folder = _splits(work), params["arm"], work / params["name"]
-    held_out = scan_dataset(splits["held_out"])
+    shift, arm, folder = params.get("shift", "polyp"), params["arm"], work / params["name"]
+    data = _data(work, shift)
+    held_out = scan_dataset(data.held_out)
     if arm == "real":
-        images, _ = load_pairs(held_out, 128)
-        pairs_folder = splits["held_out"]
+        pairs_folder = data.held_out
     else:
         if not (folder / "pairs" / "manifest.json").exists():
-            _make_pairs(work, arm, held_out.pairs, folder / "pairs", seed=0)
+            _make_pairs(work, shift, arm, held_out.pairs, folder / "pairs", seed=0)
         pairs_folder = folder / "pairs"
-        images, _ = load_pairs(scan_dataset(pairs_folder), 128)
-    references = load_reference_images(_references(work, REFERENCES), 128)
-    test = load_reference_images(list_images(splits["test"]), 128)
-    result: dict[str, Any] = {}
-    result["kid_test"], result["kid_test_std"] = KernelInceptionDistanceTo(test, subset_size=100)(images)
+    images, _ = load_pairs(scan_dataset(pairs_folder), 128)
+    references = load_reference_images(data.references, 128)
+    test = load_reference_images(list_images(data.test / "images"), 128)
+    result: dict[str, Any] = {"images": len(images)}
+    result["kid_test"], result["kid_test_std"] = KernelInceptionDistanceTo(test, subset_size=min(100, len(images)))(images)
     result["kid_references"], result["kid_references_std"] = KernelInceptionDistanceTo(references, subset_size=len(references))(images)
     with torch.no_grad():
         result["reward_mmd"] = float(AlignmentReward(build_feature_encoder(), references)(images))
-    evaluator = load_segmenter(work / "evaluator" / "segmenter")
+    evaluator = load_segmenter(work / f"{_prefix(shift)}evaluator" / "segmenter")
     fidelity = fidelity_report(evaluator, score_generated_folder(evaluator, pairs_folder / "images", pairs_folder / "masks"),
-                               score_real_dataset(evaluator, splits["held_out"]), str(splits["held_out"]))
+                               score_real_dataset(evaluator, data.held_out), str(data.held_out))
     result["fidelity"], result["fidelity_ceiling"] = fidelity["dice"], fidelity["ceiling"]["dice"]
     return result
 
@@ -252,33 +365,81 @@ def align_translation(work: Path, params: dict) -> dict:
     return align(work, {**params, "refs": REFERENCES, "variant": "B", "translation_strength": params["strength"]})
 
 
+def fundus_evaluator(work: Path, params: dict) -> dict:
+    """The fundus benchmark evaluator: polyp_shift's recipe on Drishti-GS (disc) + the 10 labelled DRIONS references."""
+    from kvasir_to_clinicdb import link_split
+
+    from alignflow.data import scan_dataset
+    from alignflow.fidelity.training import EvaluatorTrainConfig, train_evaluator
+
+    data = _data(work, "fundus")
+    chosen = {path.name for path in data.references}
+    labelled = link_split([p for p in scan_dataset(data.root / "drions_roi").pairs if p.image.name in chosen], data.root / "drions_references")
+    config = EvaluatorTrainConfig(source=str(data.train), target=str(labelled), out=str(work / params["name"]), role="evaluator",
+                                  steps=420, batch_size=16, device="cpu")
+    return {"folder": str(train_evaluator(config, resume=True))}
+
+
+def fundus_generator(work: Path, params: dict) -> dict:
+    """Stage 1 on Drishti-GS (disc masks) or stage 2 from it with the 10 DRIONS references: polyp_shift's settings."""
+    from alignflow.generator.config import TrainConfig
+    from alignflow.generator.training import train
+
+    data = _data(work, "fundus")
+    common = dict(source=str(data.train), out=str(work / params["name"]), batch_size=8, device="cpu", seed=0, log_every=10)
+    if params["stage"] == 1:
+        config = TrainConfig(generator={"resolution": 128}, steps=3900, checkpoint_every=500, preview_every=500, **common)
+    else:
+        config = TrainConfig(stage=2, init=str(work / f"fundus_{STAGE1}" / "generator"), references=[str(p) for p in data.references],
+                             steps=200, checkpoint_every=50, preview_every=100, w_align=1.0, t_is=5, lr=1e-4,
+                             translation_strength=params.get("strength"), **common)
+    train(config, resume=True)
+    return json.loads((work / params["name"] / "summary.json").read_text())
+
+
 # --------------------------------------------------------------------------------------------------------- the plan
 
-def _arm_tasks(regime: str, arm: str, seeds: tuple[int, ...] = SEEDS) -> list[Task]:
-    """The arm's synthetic pairs for the regime (unless real only), then its downstream runs for these seeds."""
-    synthetic = None if arm == "real" else f"synth_{regime}_{arm}"
-    deps = [f"rule_{regime}"] + ([synthetic] if synthetic else [])
-    return [Task(f"down_{regime}_{arm}_s{seed}", downstream, deps, {"regime": regime, "seed": seed, "synthetic": synthetic})
-            for seed in seeds]
+def _arm_tasks(regime: str, arm: str, seeds: tuple[int, ...] = SEEDS, shift: str = "polyp") -> list[Task]:
+    """The arm's downstream runs for these seeds (after its synthetic pairs, unless real only)."""
+    prefix = _prefix(shift)
+    synthetic = None if arm == "real" else f"{prefix}synth_{regime}_{arm}"
+    deps = [f"{prefix}rule_{regime}"] + ([synthetic] if synthetic else [])
+    return [Task(f"{prefix}down_{regime}_{arm}_s{seed}", downstream, deps,
+                 {"regime": regime, "seed": seed, "synthetic": synthetic, **({"shift": shift} if prefix else {})}) for seed in seeds]
 
 
-def _synth_tasks(regime: str, arms: dict[str, dict[str, Any]]) -> list[Task]:
-    return [Task(f"synth_{regime}_{arm}", synthesize, _generator_deps(spec), {"regime": regime, "arm": arm},
-                 ready=_engine_methods_committed) for arm, spec in arms.items()]
+def _generator_deps(spec: dict[str, Any], shift: str) -> list[str]:
+    return [f"{_prefix(shift)}{spec['generator']}"] if "generator" in spec else []
 
 
-def _generator_deps(spec: dict[str, Any]) -> list[str]:
-    return [spec["generator"]] if "generator" in spec else []
-
-
-def _score_tasks(arms: dict[str, dict[str, Any]]) -> list[Task]:
-    return [Task(f"score_{arm}", score, ["evaluator", *_generator_deps(spec)], {"arm": arm}, ready=_engine_methods_committed)
+def _synth_tasks(regime: str, arms: dict[str, dict[str, Any]], shift: str = "polyp") -> list[Task]:
+    prefix = _prefix(shift)
+    return [Task(f"{prefix}synth_{regime}_{arm}", synthesize, _generator_deps(spec, shift),
+                 {"regime": regime, "arm": arm, **({"shift": shift} if prefix else {})}, ready=_engine_methods_committed)
             for arm, spec in arms.items()]
 
 
-def _breadth_first(regime: str, arms: list[str], seeds: tuple[int, ...]) -> list[Task]:
+def _score_tasks(arms: dict[str, dict[str, Any]], shift: str = "polyp") -> list[Task]:
+    prefix = _prefix(shift)
+    return [Task(f"{prefix}score_{arm}", score, [f"{prefix}evaluator", *_generator_deps(spec, shift)],
+                 {"arm": arm, **({"shift": shift} if prefix else {})}, ready=_engine_methods_committed) for arm, spec in arms.items()]
+
+
+def _breadth_first(regime: str, arms: list[str], seeds: tuple[int, ...], shift: str = "polyp") -> list[Task]:
     """Downstream runs seed by seed across arms: with paired seeds, three seeds of every arm say more than five of a few."""
-    return [task for seed in seeds for arm in arms for task in _arm_tasks(regime, arm, (seed,))]
+    return [task for seed in seeds for arm in arms for task in _arm_tasks(regime, arm, (seed,), shift)]
+
+
+def _calibration(shift: str) -> list[Task]:
+    prefix, regimes = SHIFTS[shift]
+    extra = {"shift": shift} if prefix else {}
+    tasks = []
+    for regime in regimes:
+        tasks += [Task(f"{prefix}curve_{regime}_s{seed}", curve, [], {"regime": regime, "seed": seed, **extra}) for seed in CURVE_SEEDS]
+        tasks.append(Task(f"{prefix}rule_{regime}", stopping_rule, [f"{prefix}curve_{regime}_s{seed}" for seed in CURVE_SEEDS],
+                          {"regime": regime, **extra}))
+        tasks += _arm_tasks(regime, "real", SEEDS, shift)
+    return tasks
 
 
 def plan() -> list[Task]:
@@ -286,13 +447,10 @@ def plan() -> list[Task]:
     1. the judge's calibration (curves, rule, real only over 5 seeds) for both regimes;
     2. the cheap arms (no generator): their pairs, scores, and downstream runs, seeds 0-2 first, full regime first;
     3. the generators (stage 1, aligned, translation-mode stage 2), the generative arms likewise;
-    4. seeds 3-4 of every arm.
+    4. the fundus shift: calibration, cheap arms, generators and generative arms (seeds 0-2);
+    5. seeds 3-4 of every arm.
     """
-    tasks: list[Task] = []
-    for regime in ("full", "lim"):
-        tasks += [Task(f"curve_{regime}_s{seed}", curve, [], {"regime": regime, "seed": seed}) for seed in CURVE_SEEDS]
-        tasks.append(Task(f"rule_{regime}", stopping_rule, [f"curve_{regime}_s{seed}" for seed in CURVE_SEEDS], {"regime": regime}))
-        tasks += _arm_tasks(regime, "real")
+    tasks = _calibration("polyp")
     tasks.append(Task("evaluator", train_segmenter_for, params={"role": "evaluator"}))
     tasks.append(Task("score_real", score, ["evaluator"], {"arm": "real"}))
     for regime in ("full", "lim"):
@@ -305,8 +463,19 @@ def plan() -> list[Task]:
         tasks += _synth_tasks(regime, GENERATIVE_ARMS)
         tasks += _breadth_first(regime, list(GENERATIVE_ARMS), SEEDS[:3])
     tasks += _score_tasks(GENERATIVE_ARMS)
+    # The fundus shift: Drishti-GS (81 training pairs, already a small set: one regime) -> DRIONS-DB.
+    tasks += _calibration("fundus")
+    tasks += [Task("fundus_evaluator", fundus_evaluator), Task("fundus_score_real", score, ["fundus_evaluator"], {"arm": "real", "shift": "fundus"})]
+    tasks += _synth_tasks("full", CHEAP_ARMS, "fundus") + _breadth_first("full", list(CHEAP_ARMS), SEEDS[:3], "fundus")
+    tasks += _score_tasks(CHEAP_ARMS, "fundus")
+    tasks += [Task(f"fundus_{STAGE1}", fundus_generator, [], {"stage": 1}),
+              Task(f"fundus_{ALIGNED}", fundus_generator, [f"fundus_{STAGE1}"], {"stage": 2}),
+              Task(f"fundus_{TRANSLATION_STAGE2}", fundus_generator, [f"fundus_{STAGE1}"], {"stage": 2, "strength": 0.5})]
+    tasks += _synth_tasks("full", GENERATIVE_ARMS, "fundus") + _breadth_first("full", list(GENERATIVE_ARMS), SEEDS[:3], "fundus")
+    tasks += _score_tasks(GENERATIVE_ARMS, "fundus")
     for regime in ("full", "lim"):
         tasks += _breadth_first(regime, [*CHEAP_ARMS, *GENERATIVE_ARMS], SEEDS[3:])
+    tasks += _breadth_first("full", [*CHEAP_ARMS, *GENERATIVE_ARMS], SEEDS[3:], "fundus")
     for task in tasks:
         task.params.setdefault("name", task.name)
     assert len({task.name for task in tasks}) == len(tasks), "task names must be unique"
