@@ -533,8 +533,16 @@ def run_plan(work: Path, only: list[str] | None, retry_failed: bool, once: bool)
 
 # ----------------------------------------------------------------------------------------------------- the report
 
-def _seed_scores(work: Path, regime: str, arm: str, test: str = "clinicdb_test") -> dict[int, float]:
-    runs = {seed: _done(work, f"down_{regime}_{arm}_s{seed}") for seed in SEEDS}
+TARGET_NAMES = {"polyp": ("clinicdb_test", "kvasir_held_out"), "fundus": ("drions_test", "drishti_held_out")}
+ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA, beta 0.05", "fda09": "+ FDA, beta 0.09",
+              "hist": "+ histogram matching", "photo": "+ photometric", "gen_aligned": "+ aligned generation",
+              **{f"tr_{g}_s{round(s * 10):02d}": f"+ translation s {s} ({g.replace('stage1', 'stage-1')} generator)"
+                 for g in ("aligned", "stage1") for s in STRENGTHS},
+              "tr_trstage2_s05": "+ translation s 0.5 (translation-mode stage 2)"}
+
+
+def _seed_scores(work: Path, regime: str, arm: str, test: str = "clinicdb_test", shift: str = "polyp") -> dict[int, float]:
+    runs = {seed: _done(work, f"{_prefix(shift)}down_{regime}_{arm}_s{seed}") for seed in SEEDS}
     return {seed: run[test]["dice"] for seed, run in runs.items() if run}
 
 
@@ -545,29 +553,134 @@ def seeds_needed(std: float, gain: float = TARGET_GAIN, paired: bool = True) -> 
     return max(2, math.ceil((2.0 * std / gain) ** 2 * (1 if paired else 2)))
 
 
+def _std(values: list[float]) -> float:
+    import numpy as np
+
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def arm_rows(work: Path, shift: str, regime: str) -> list[dict[str, Any]]:
+    """Per arm with at least one finished seed: target and source mDice over seeds, and the paired difference to real
+    only over the seeds both have (mean, its standard error, the std of the per-seed differences)."""
+    import numpy as np
+
+    target, source = TARGET_NAMES[shift]
+    real = _seed_scores(work, regime, "real", target, shift)
+    rows = []
+    for arm in ["real", *CHEAP_ARMS, *GENERATIVE_ARMS]:
+        scores = _seed_scores(work, regime, arm, target, shift)
+        if not scores:
+            continue
+        differences = [scores[seed] - real[seed] for seed in scores if seed in real]
+        sd = _std(differences)
+        rows.append({"arm": arm, "seeds": len(scores), "target": float(np.mean(list(scores.values()))), "target_std": _std(list(scores.values())),
+                     "source": float(np.mean(list(_seed_scores(work, regime, arm, source, shift).values()))),
+                     "gain": float(np.mean(differences)) if differences else float("nan"), "gain_se": sd / math.sqrt(len(differences)),
+                     "gain_sd": sd, "paired_seeds": len(differences), "score": _done(work, f"{_prefix(shift)}score_{arm}")})
+    return rows
+
+
+def predictor_correlations(rows: list[dict[str, Any]], minimum_seeds: int = 3) -> dict[str, Any]:
+    """Spearman correlation of each label-free score with the arms' downstream gain (arms with a score and at least
+    ``minimum_seeds`` paired seeds; real only is left out: its gain is 0 by construction). Signs are set so that a
+    positive rho means "the score ranks arms as the gain does": -KID and -MMD (lower is closer), +fidelity.
+    KID to the target test set is the oracle a user cannot compute (it needs the target test images)."""
+    from scipy.stats import spearmanr
+
+    usable = [row for row in rows if row["arm"] != "real" and row["score"] and row["paired_seeds"] >= minimum_seeds]
+    gains = [row["gain"] for row in usable]
+    predictors = {"KID to the references": lambda s: -s["kid_references"], "reward MMD to the references": lambda s: -s["reward_mmd"],
+                  "mask fidelity": lambda s: s["fidelity"], "KID to the target test set (oracle)": lambda s: -s["kid_test"]}
+    result: dict[str, Any] = {"arms": [row["arm"] for row in usable]}
+    for name, value in predictors.items():
+        if len(usable) >= 4:
+            rho, p = spearmanr([value(row["score"]) for row in usable], gains)
+            result[name] = {"rho": float(rho), "p": float(p)}
+    return result
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
 def report(work: Path) -> None:
     import numpy as np
 
-    for regime in ("full", "lim"):
-        rule = _done(work, f"rule_{regime}")
-        print(f"\n## regime {regime}")
-        for seed in CURVE_SEEDS:
-            done = _done(work, f"curve_{regime}_s{seed}")
-            if done:
-                print(f"curve s{seed}: " + ", ".join(f"{row['step']}: {row['kvasir_held_out']:.3f}" for row in done["curve"]))
-        if rule:
-            print(f"rule: plateau at step {rule['plateau_step']} (max {rule['curve_max']:.3f} at {rule['curve_max_step']}, "
-                  f"plateaued {rule['plateaued']}) -> {rule['steps']} steps per arm")
-        scores = _seed_scores(work, regime, "real")
-        if scores:
-            values = np.array(list(scores.values()))
-            std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-            source = list(_seed_scores(work, regime, "real", "kvasir_held_out").values())
-            print(f"real only: ClinicDB test mDice per seed {[round(v, 4) for v in values]}, mean {values.mean():.4f}, "
-                  f"seed std {std:.4f} (sample), SE {std / math.sqrt(len(values)):.4f}; held-out Kvasir {np.mean(source):.4f}")
-            if len(values) > 1:
-                print(f"seeds for +{TARGET_GAIN} at 2 SE: unpaired {seeds_needed(std, paired=False)}, "
-                      f"paired if the difference std equals the seed std {seeds_needed(std)}")
+    for shift, (prefix, regimes) in SHIFTS.items():
+        target, source = TARGET_NAMES[shift]
+        pooled: list[dict[str, Any]] = []
+        for regime in regimes:
+            rule = _done(work, f"{prefix}rule_{regime}")
+            if not rule and not _done(work, f"{prefix}curve_{regime}_s0"):
+                continue
+            print(f"\n## {shift}, regime {regime}")
+            for seed in CURVE_SEEDS:
+                done = _done(work, f"{prefix}curve_{regime}_s{seed}")
+                if done:
+                    print(f"curve s{seed}: " + ", ".join(f"{row['step']}: {row[source]:.3f}" for row in done["curve"]))
+            if rule:
+                print(f"rule: plateau at step {rule['plateau_step']} (max {rule['curve_max']:.3f} at {rule['curve_max_step']}, "
+                      f"plateaued {rule['plateaued']}) -> {rule['steps']} steps per arm")
+            real = _seed_scores(work, regime, "real", target, shift)
+            if real:
+                values = np.array(list(real.values()))
+                std = _std(list(values))
+                print(f"real only: {target} mDice per seed {[round(float(v), 4) for v in values]}, mean {values.mean():.4f}, "
+                      f"seed std {_fmt(std, 4)} (sample), SE {_fmt(std / math.sqrt(len(values)), 4)}")
+                if len(values) > 1:
+                    print(f"seeds for +{TARGET_GAIN} at 2 SE: two independent arms {seeds_needed(std, paired=False)}; "
+                          f"paired, if the per-seed differences vary as much as one arm {seeds_needed(std)}")
+            rows = arm_rows(work, shift, regime)
+            pooled += rows
+            if len(rows) > 1:
+                print(f"\n| arm | seeds | {target} mDice | gain over real only (paired, ± SE) | sd of the per-seed gain | {source} mDice |"
+                      " KID to target test | KID to references | reward MMD | mask fidelity (ceiling) |")
+                print("|---|---|---|---|---|---|---|---|---|---|")
+                for row in rows:
+                    sc = row["score"] or {}
+                    gain = "-" if row["arm"] == "real" else f"{row['gain']:+.3f} ± {_fmt(row['gain_se'])}"
+                    fidelity = f"{sc['fidelity']:.3f} ({sc['fidelity_ceiling']:.3f})" if sc else "-"
+                    print(f"| {ARM_LABELS[row['arm']]} | {row['seeds']} | {row['target']:.3f} ± {_fmt(row['target_std'])} | {gain} | "
+                          f"{'-' if row['arm'] == 'real' else _fmt(row['gain_sd'])} | {row['source']:.3f} | {_fmt(sc.get('kid_test'))} | "
+                          f"{_fmt(sc.get('kid_references'))} | {_fmt(sc.get('reward_mmd'))} | {fidelity} |")
+                print(f"label-free predictors (Spearman with the gain, {regime}): {predictor_correlations(rows)}")
+        if len({row["arm"] for row in pooled}) > 1:
+            print(f"label-free predictors, {shift}, regimes pooled: {predictor_correlations(pooled)}")
+    for shift in SHIFTS:
+        grid_picture(work, shift)
+
+
+def grid_picture(work: Path, shift: str, count: int = 8) -> None:
+    """Rows: held-out source masks, the real held-out images, each scored arm's images for those masks (outline of
+    the mask in green), real target test images (unpaired, for the look)."""
+    import numpy as np
+    from skimage.segmentation import find_boundaries
+
+    from alignflow.data import list_images, read_image, read_mask, resize_image, resize_mask, write_image
+
+    prefix = _prefix(shift)
+    arms = [arm for arm in [*CHEAP_ARMS, *GENERATIVE_ARMS] if (work / f"{prefix}score_{arm}" / "pairs" / "images").is_dir()]
+    if not arms:
+        return
+    data = _data(work, shift)
+    side = 128
+    mask_files = sorted((data.held_out / "masks").iterdir())[:count]
+    masks = [resize_mask(read_mask(path), side) for path in mask_files]
+
+    def outlined(folder: Path) -> list[np.ndarray]:
+        images = []
+        for path, mask in zip(mask_files, masks):
+            image = resize_image(read_image(next(folder.glob(f"{path.stem}.*"))), side).copy()
+            image[find_boundaries(mask > 0, mode="inner")] = (0, 255, 0)
+            images.append(image)
+        return images
+
+    rows = [[np.repeat((mask > 0).astype(np.uint8)[..., None] * 255, 3, axis=2) for mask in masks], outlined(data.held_out / "images")]
+    rows += [outlined(work / f"{prefix}score_{arm}" / "pairs" / "images") for arm in arms]
+    rows.append([resize_image(read_image(path), side) for path in list_images(data.test / "images")[:count]])
+    out = Path(__file__).resolve().parent.parent / "docs" / "images" / f"target_gain_{shift}_grid.png"
+    write_image(out, np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0))
+    print(f"grid (rows: masks, real held-out, {', '.join(arms)}, real target test images) written to {out}")
 
 
 def main() -> None:
