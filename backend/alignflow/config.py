@@ -23,8 +23,9 @@ import yaml
 
 from alignflow.errors import InputError, check_known_keys
 
-TRUE_WORDS = ("true", "yes", "on", "1")
-FALSE_WORDS = ("false", "no", "off", "0")
+# Only the two words (any case): YAML already reads a bare yes/no/on/off as a boolean, and a quoted "yes" may be a typo.
+TRUE_WORDS = ("true",)
+FALSE_WORDS = ("false",)
 SECTION = "section"  # field metadata: a dict field whose keys are the fields of another DictConfig ("module:Class")
 
 
