@@ -60,9 +60,13 @@ def test_generate_with_candidates_writes_scores_to_the_manifest(tmp_path, kvasir
         assert row["fidelity_dice"] == max(row["candidate_fidelity_dice"])
         assert row["seed"] == row["candidate_seeds"][row["candidate_fidelity_dice"].index(row["fidelity_dice"])]
         assert 0 <= row["fidelity_iou"] <= row["fidelity_dice"] <= 1 and row["evaluator_kind"] == "source-only"
-    # The kept image is the one its seed regenerates: K = 1 with that seed gives the same picture.
+    # The kept image is the one its seed regenerates: K = 1 with that seed gives the same picture (up to a grey level
+    # or two: a batch of 3 and a batch of 1 round their matmuls differently with some thread counts; another seed
+    # gives a different picture altogether).
     first = rows[0]
     assert main([*args[:-1], str(first["seed"]), "--limit", "1", "--out", str(tmp_path / "again")]) == 0
     from alignflow.data import read_image
 
-    assert (read_image(tmp_path / "again" / "images" / f"{first['stem']}.png") == read_image(tmp_path / "best" / "images" / f"{first['stem']}.png")).all()
+    kept = read_image(tmp_path / "best" / "images" / f"{first['stem']}.png").astype(int)
+    again = read_image(tmp_path / "again" / "images" / f"{first['stem']}.png").astype(int)
+    assert abs(kept - again).max() <= 2 and abs(kept - again).mean() < 0.05
