@@ -150,7 +150,7 @@ def guided_flow(app, viewer, dock, shoot, work: Path, source: Path, labelled: Pa
     shoot(app, viewer, "references")
 
     guide.train_and_align()
-    wait(app, lambda: len(training.plot.points["loss_denoising"][0]) >= 40 and "AlignFlow training preview" in viewer.layers)
+    wait(app, lambda: len(training.plot.points["loss_denoising"][0]) >= 40 and training.last_preview is not None)
     shoot(app, viewer, "training")
     wait(app, lambda: session.state.stage2 is not None or (training.start_button.isEnabled() and training.follow is None
                                                               and training.kind == "align"))
@@ -305,7 +305,7 @@ def remote_training(app, shoot, work: Path, source: Path) -> None:
         training.batch_size.setValue(4)
         training.device.setCurrentText("cpu")
         training.start()
-        wait(app, lambda: len(training.plot.points["loss_denoising"][0]) >= 25 and "AlignFlow training preview" in viewer.layers)
+        wait(app, lambda: len(training.plot.points["loss_denoising"][0]) >= 25 and training.last_preview is not None)
         shoot(app, viewer, "training_remote")
         wait(app, training.start_button.isEnabled)
         viewer.close()

@@ -1,50 +1,46 @@
-"""A live loss plot for the training panel: matplotlib's object API in a Qt canvas (never pyplot, see
-alignflow.plotting: pyplot would switch the process-wide backend under napari).
+"""A live loss plot for the training panel, drawn with pyqtgraph.
 
-Cheap on the UI thread: one Line2D per curve is updated in place (no axes.clear(), no tight_layout per draw, which
-lays the figure out by drawing it twice), and the canvas redraws when Qt next paints. Every point has a marker, so a
-short run's three points read as points, and a curve with one point is visible.
+Why not matplotlib: one render of a small matplotlib figure took 150-280 ms of the UI thread on a loaded 2-core
+machine (benchmarks/plugin_event_loop.py counted each render as a stall), and rendered in a worker thread it held
+Python's GIL just as long. pyqtgraph draws with Qt itself; new points only replace the curves' data, a few
+milliseconds. Every point has a marker, so a short run's three points read as points and a curve with one point is
+visible.
 """
 
 from __future__ import annotations
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
+import pyqtgraph as pg
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 # The two terms of Algorithm 1 (the total "loss" is their weighted sum, so it is not drawn again).
 CURVES = {"loss_denoising": "denoising (flow matching)", "loss_align": "alignment (MMD)"}
-MARKERS = {"loss_denoising": "o", "loss_align": "s"}
+STYLES = {"loss_denoising": ("o", (31, 119, 180)), "loss_align": ("s", (255, 127, 14))}
+HEIGHT = 200
 
 
 class LossPlot(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.figure = Figure(figsize=(4, 2.2))
-        self.figure.subplots_adjust(left=0.16, right=0.97, top=0.95, bottom=0.2)  # fixed: no per-draw layout pass
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.axes = self.figure.add_subplot()
-        self.axes.set_xlabel("step", fontsize="small")
-        self.axes.set_ylabel("loss", fontsize="small")
-        self.axes.tick_params(labelsize="small")
-        self.points: dict[str, tuple[list[int], list[float]]] = {}
-        self.lines: dict[str, object] = {}
+        self.view = pg.PlotWidget(background="w")
+        self.view.setMinimumHeight(HEIGHT)
+        self.view.setLabel("bottom", "step")
+        self.view.setLabel("left", "loss")
+        self.view.showGrid(x=True, y=True, alpha=0.2)
+        self.view.setMouseEnabled(x=False, y=False)  # a live plot follows its data; no accidental pan or zoom
+        self.view.addLegend(offset=(-10, 10))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
-        self.setMinimumHeight(160)
-        self.draws = 0  # how often the plot was redrawn (tests, benchmarks)
+        layout.addWidget(self.view)
+        self.points: dict[str, tuple[list[int], list[float]]] = {}
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.draws = 0  # how often the curves were updated (tests, benchmarks)
         self.clear()
 
     def clear(self) -> None:
-        for line in self.lines.values():
-            line.remove()
-        self.lines.clear()
+        for curve in self.curves.values():
+            self.view.removeItem(curve)
+        self.curves.clear()
         self.points = {key: ([], []) for key in CURVES}
-        legend = self.axes.get_legend()
-        if legend is not None:
-            legend.remove()
-        self.canvas.draw_idle()
 
     def add(self, event: dict) -> bool:
         """Record the loss terms of a progress event; returns whether it had any."""
@@ -59,13 +55,9 @@ class LossPlot(QWidget):
         for key, (steps, values) in self.points.items():
             if not steps:
                 continue
-            if key not in self.lines:
-                (self.lines[key],) = self.axes.plot(steps, values, label=CURVES[key], linewidth=1.2,
-                                                    marker=MARKERS[key], markersize=3)
-                self.axes.legend(fontsize="small")
-            else:
-                self.lines[key].set_data(steps, values)
-        self.axes.relim()
-        self.axes.autoscale_view()
+            if key not in self.curves:  # a curve (and its legend entry) once it has a point
+                symbol, colour = STYLES[key]
+                self.curves[key] = self.view.plot(name=CURVES[key], pen=pg.mkPen(colour, width=1.5), symbol=symbol,
+                                                  symbolSize=5, symbolBrush=colour, symbolPen=None)
+            self.curves[key].setData(steps, values)
         self.draws += 1
-        self.canvas.draw_idle()

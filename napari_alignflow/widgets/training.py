@@ -3,7 +3,7 @@
 estimate, a progress bar, a live loss plot, preview images.
 
 Nothing trains in napari's process, so the viewer stays responsive (docs/plugin.md gives the measured event-loop
-delay). A timer on the UI thread asks twice a second for the job's state and new events; the asking (a file read, or
+delay). A timer on the UI thread asks once a second for the job's state and new events; the asking (a file read, or
 HTTP requests with retries for a server) runs in a worker thread, one at a time, so a slow or unreachable server never
 blocks the viewer.
 
@@ -19,8 +19,18 @@ from typing import Any
 
 import napari
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QImage, QPainter, QPalette, QPixmap
+from qtpy.QtWidgets import (
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from alignflow.config import read_config_file
 from alignflow.errors import InputError
@@ -29,13 +39,14 @@ from ..runners import REMOTE, RUN_LOCATIONS, Poll, make_runner
 from ..runners import poll as poll_job
 from ..runners import submit as submit_job
 from ..session import session_for
-from .common import DEVICES, PathField, ProgressBar, choice_box, form, guarded, set_row_visible, spin_box, start_worker
+from .common import DEVICES, PathField, choice_box, form, guarded, set_row_visible, spin_box, start_worker
 from .loss_plot import LossPlot
 
-POLL_MS = 500
+POLL_MS = 1000  # once a second: each update repaints the window (napari composites it through OpenGL)
 STAGES = {"Stage 1: learn the source domain": "train", "Stage 2: align to the references": "align"}
 REWARDS = {"MMD (the paper)": "mmd", "symmetric KL": "skl"}
 PREVIEW_LAYER = "AlignFlow training preview"
+PLOT_EVERY_S = 3.0
 LOG_POINTS = 100  # about this many loss points per run, whatever its length
 PREVIEWS = 10  # and this many previews
 
@@ -52,6 +63,46 @@ def time_left(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"about {round(seconds / 60)} min left"
     return f"about {seconds / 3600:.1f} h left"
+
+
+def rgb_pixmap(image: Any, width: int) -> QPixmap:
+    """A uint8 RGB array as a pixmap ``width`` pixels wide (kept in proportion)."""
+    import numpy as np
+
+    data = np.ascontiguousarray(image[..., :3])
+    height, columns = data.shape[:2]
+    picture = QImage(data.data, columns, height, 3 * columns, QImage.Format.Format_RGB888).copy()  # numpy owns data
+    return QPixmap.fromImage(picture).scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
+
+
+class StepBar(QWidget):
+    """A progress bar that repaints with the rest of the window. QProgressBar.setValue repaints synchronously, and in
+    napari's window (composited through OpenGL) each such repaint cost 24 ms of the UI thread on a loaded machine;
+    here ``set`` only schedules a paint, which Qt merges with the status line's and the plot's."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.done, self.total, self.text = 0, 1, ""
+        self.setMinimumHeight(self.fontMetrics().height() + 8)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def set(self, done: int, total: int, text: str) -> None:
+        self.done, self.total, self.text = done, max(total, 1), text
+        self.update()
+
+    def format(self) -> str:
+        return self.text
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        painter = QPainter(self)
+        palette = self.palette()
+        frame = self.rect().adjusted(0, 0, -1, -1)
+        painter.fillRect(frame, palette.color(QPalette.ColorRole.Base))
+        filled = frame.adjusted(0, 0, -round(frame.width() * (1 - min(self.done / self.total, 1.0))), 0)
+        painter.fillRect(filled, palette.color(QPalette.ColorRole.Highlight))
+        painter.setPen(palette.color(QPalette.ColorRole.Text))
+        painter.drawText(frame, Qt.AlignmentFlag.AlignCenter, self.text)
+        painter.end()
 
 
 @dataclass
@@ -71,7 +122,11 @@ class TrainingWidget(QWidget):
         self.runner: Any = None
         self.job: str | None = None
         self.seen = 0  # events already handled
-        self.progress_bar = ProgressBar("AlignFlow training")
+        # The run's progress in the tab, not in napari's activity area: napari animates its activity indicator for as
+        # long as a progress bar is open, and every frame repainted the whole window (about 25 per second, each one
+        # 17 ms of the UI thread on a loaded machine: benchmarks/plugin_event_loop.py) for the hours a run takes.
+        self.progress = StepBar()
+        self.progress.setVisible(False)
         self.last_status: Any = None
         self.results: Path | None = None  # the finished run folder on this computer (a server's is downloaded)
         self.polling: Any = None  # the worker asking for the job's news, while one is under way
@@ -79,6 +134,8 @@ class TrainingWidget(QWidget):
         self.started_at = 0.0
         self.events_seen = False
         self.follow: Follow | None = None
+        self.plotted_at = 0.0
+        self.plot_stale = False
 
         self.source = PathField("Source dataset (folder with images/ and masks/)")
         self.out = PathField("Run folder (created; a new one per run)")
@@ -122,6 +179,15 @@ class TrainingWidget(QWidget):
         self.status_label = QLabel("No job yet.")
         self.status_label.setWordWrap(True)
         self.plot = LossPlot()
+        self.last_preview: Any = None
+        self.preview = QLabel()
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.preview_button = QPushButton("Show preview in viewer")
+        self.preview_button.setToolTip(f"The newest preview (generated images over their masks) as the layer "
+                                       f"'{PREVIEW_LAYER}', updated with every new preview")
+        self.preview_button.setEnabled(False)
+        self.preview_button.clicked.connect(lambda: guarded(self.show_preview_layer))
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
@@ -145,8 +211,11 @@ class TrainingWidget(QWidget):
         layout.addWidget(QLabel("<b>Train the generator</b>"))
         layout.addLayout(self.form)
         layout.addLayout(buttons)
+        layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
         layout.addWidget(self.plot)
+        layout.addWidget(self.preview)
+        layout.addWidget(self.preview_button)
         layout.addStretch(1)
         self._show_fields()
         self.stage.currentIndexChanged.connect(self._show_fields)
@@ -276,8 +345,11 @@ class TrainingWidget(QWidget):
         plotted = False
         for event in news.events:
             plotted |= self._handle(event)
-        if plotted:
-            self.plot.redraw()  # once per poll, however many events came
+        self.plot_stale |= plotted
+        now = time.monotonic()
+        if self.plot_stale and (now - self.plotted_at >= PLOT_EVERY_S or news.status.finished):
+            self.plot.redraw()  # at most every few seconds, however many events came: each redraw repaints the window
+            self.plotted_at, self.plot_stale = now, False
         if news.preview is not None:
             self._show_preview(news.preview)
         self.last_status = news.status
@@ -293,13 +365,12 @@ class TrainingWidget(QWidget):
             self._show_encoding(event)
             return False
         if kind in ("start", "progress", "resume") and "total" in event:
-            self.progress_bar.desc = f"AlignFlow stage {stage}"
-            self.progress_bar.update(int(event.get("step", 0)), int(event["total"]))
+            self._set_progress(int(event.get("step", 0)), int(event["total"]), f"stage {stage}")
         if kind == "progress":
             loss = event.get("loss")
             eta = event.get("eta_s")
             left = time_left(eta) if isinstance(eta, (int, float)) else None
-            self.progress_bar.set_postfix(left or "")
+            self._set_progress(int(event.get("step", 0)), int(event.get("total", 0)), f"stage {stage}", left)
             self.status_label.setText(f"Stage {stage}: step {event.get('step')} / {event.get('total')}"
                                       + (f", loss {loss:.4f}" if isinstance(loss, float) else "")
                                       + (f", {left}" if left else ""))
@@ -307,6 +378,11 @@ class TrainingWidget(QWidget):
         if kind == "warning":
             show_info(f"AlignFlow: {event.get('message')}")
         return False
+
+    def _set_progress(self, done: int, total: int, what: str, left: str | None = None) -> None:
+        """The tab's progress bar; its time left is the status line's (one figure for both)."""
+        self.progress.set(done, total, f"{what}: {done} / {total}" + (f", {left}" if left else ""))
+        self.progress.setVisible(True)
 
     def _show_encoding(self, event: dict[str, Any]) -> None:
         """Data preparation: the run encodes every training pair once before its first step (and keeps the result)."""
@@ -318,22 +394,33 @@ class TrainingWidget(QWidget):
         elapsed = event.get("elapsed")
         left = (time_left(elapsed / done * (total - done)) if isinstance(elapsed, (int, float)) and done else
                 "estimating the time")
-        self.progress_bar.desc = "AlignFlow: preparing data"
-        self.progress_bar.update(done, total)
-        self.progress_bar.set_postfix(left)
+        self._set_progress(done, total, "preparing data", left)
         self.status_label.setText(f"Preparing data: encoding {total} images ({done} done, {left}; done once, later runs "
                                   "on the same data reuse it). Max pairs makes a first run quicker.")
 
     def _show_preview(self, image: Any) -> None:
+        """The newest preview in the tab (a picture: cheap); in the viewer too once the user has put it there (a
+        napari layer's first creation took 2 s on a loaded machine, so it is not made behind the user's back)."""
+        self.last_preview = image
+        self.preview.setPixmap(rgb_pixmap(image, max(self.preview.width(), 200)))
+        self.preview_button.setEnabled(True)
         if PREVIEW_LAYER in self.viewer.layers:
             self.viewer.layers[PREVIEW_LAYER].data = image
+
+    def show_preview_layer(self) -> Any:
+        """The newest preview as the layer *AlignFlow training preview* (updated with every new preview after)."""
+        if self.last_preview is None:
+            raise InputError("Preview", "a preview of the running job (the first comes after a few steps)", "none yet")
+        if PREVIEW_LAYER in self.viewer.layers:
+            self.viewer.layers[PREVIEW_LAYER].data = self.last_preview
         else:
-            self.viewer.add_image(image, name=PREVIEW_LAYER, rgb=True)
+            self.viewer.add_image(self.last_preview, name=PREVIEW_LAYER, rgb=True)
             self.viewer.reset_view()  # the preview sheet is wider than what was shown before
+        return self.viewer.layers[PREVIEW_LAYER]
 
     def _finish(self, status: Any) -> None:
         self.timer.stop()
-        self.progress_bar.close()
+        self.progress.setVisible(False)
         if status.state == "succeeded" and self.remote_job:
             self.status_label.setText(f"Finished on the server; downloading the run folder into {self.out_folder}...")
             failed = f"Finished on the server (job {self.job}), but the download failed"
@@ -381,7 +468,7 @@ class TrainingWidget(QWidget):
         """The job ended, or could not be started or followed: say why (a worker's error is already a notification),
         and let the user start again."""
         self.timer.stop()
-        self.progress_bar.close()
+        self.progress.setVisible(False)
         self._set_running(False)
         self.status_label.setText(message)
         if error or notify:

@@ -63,7 +63,6 @@ def test_nearest_reference_distance_is_relative_to_the_references_spacing():
     np.testing.assert_allclose(nearest_reference_distance(generated, references), [0.0, 2.0])
 
 
-@pytest.mark.slow
 def test_dice_with_and_without_the_pairs_on_labelled_target_scans(evaluated, clinicdb_small, qtbot):
     viewer, widget = evaluated
     widget.labelled.setText(str(clinicdb_small))

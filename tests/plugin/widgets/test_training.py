@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 
+from napari_alignflow.widgets.loss_plot import LossPlot
 from napari_alignflow.widgets.training import PREVIEW_LAYER, TrainingWidget
 
 from ..conftest import TINY_GENERATOR
@@ -34,18 +36,21 @@ def test_a_short_stage1_run_finishes_with_losses_and_a_preview(panel, tmp_path, 
     assert widget.last_status.state == "succeeded", widget.last_status.message
     steps, values = widget.plot.points["loss_denoising"]
     assert steps == [1, 2, 3] and all(v > 0 for v in values)
-    assert PREVIEW_LAYER in viewer.layers and viewer.layers[PREVIEW_LAYER].data.ndim == 3
+    assert widget.last_preview is not None and not widget.preview.pixmap().isNull()  # shown in the tab
+    assert PREVIEW_LAYER not in viewer.layers  # the viewer gets it only when asked
+    widget.preview_button.click()
+    np.testing.assert_array_equal(viewer.layers[PREVIEW_LAYER].data, widget.last_preview)
     assert "Finished" in widget.status_label.text() and widget.start_button.isEnabled()
     assert (tmp_path / "run" / "generator" / "model.safetensors").is_file()
-    assert widget.plot.draws >= 1 and all(line.get_marker() != "None" for line in widget.plot.lines.values())
+    assert widget.plot.draws >= 1 and widget.plot.curves["loss_denoising"].opts["symbol"] is not None  # markers
     # The run's own data-preparation event, as the panel words it: the count, a time estimate, "done once"
     encode = next(e for e in map(json.loads, (tmp_path / "run" / "events.jsonl").read_text().splitlines())
                   if e.get("stage") == "encode")
     widget._handle(encode)
     assert f"Preparing data: encoding {encode['total']} images" in widget.status_label.text()
     assert "left" in widget.status_label.text() and "done once" in widget.status_label.text()
-    assert widget.progress_bar.postfix in widget.status_label.text()  # one time-left figure, bar and status agree
-    widget.progress_bar.close()
+    left = widget.progress.format().split(", ", 1)[1]  # one time-left figure: the bar's is the status line's
+    assert "left" in left and left in widget.status_label.text()
 
 
 def test_cancel_stops_a_running_job_and_keeps_a_checkpoint(panel, tmp_path, qtbot):
@@ -65,6 +70,20 @@ def test_cancel_stops_a_running_job_and_keeps_a_checkpoint(panel, tmp_path, qtbo
     qtbot.waitUntil(lambda: widget.last_status is not None and widget.last_status.finished, timeout=180_000)
     assert widget.last_status.state == "succeeded", widget.last_status.message
     assert (tmp_path / "run" / "generator" / "model.safetensors").is_file()
+
+
+def test_the_loss_plot_shows_a_curve_of_one_point(qtbot):
+    """A marker per point: a line with one point and no marker draws nothing (stage 2's empty-looking plot)."""
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(320, 200)
+    plot.show()
+    qtbot.waitExposed(plot)
+    empty = plot.view.grab().toImage()
+    plot.add({"type": "progress", "step": 5, "loss_align": 0.3})
+    plot.redraw()
+    qtbot.wait(50)
+    assert plot.curves["loss_align"].getData()[0].tolist() == [5] and plot.view.grab().toImage() != empty
 
 
 def test_stage2_fields_and_intervals_that_follow_the_step_count(panel, tmp_path):

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import uvicorn
+from qtpy.QtWidgets import QLineEdit
 
 from alignflow.server.app import ServerSettings, create_app
 from napari_alignflow import runners
@@ -62,7 +63,7 @@ def panel(make_napari_viewer, kvasir_small, tmp_path):
 
 def test_a_remote_stage1_run_streams_losses_and_previews_then_downloads(panel, server_url, tmp_path, qtbot):
     viewer, widget = panel
-    assert widget.server_url.isVisibleTo(widget) and widget.server_token.echoMode() == widget.server_token.Password
+    assert widget.server_url.isVisibleTo(widget) and widget.server_token.echoMode() == QLineEdit.EchoMode.Password
     widget.server_url.setText(server_url)
     widget.server_token.setText(TOKEN)
     widget.steps.setValue(3)
@@ -73,7 +74,8 @@ def test_a_remote_stage1_run_streams_losses_and_previews_then_downloads(panel, s
     assert widget.last_status.state == "succeeded", widget.status_label.text()
     steps, values = widget.plot.points["loss_denoising"]
     assert steps == [1, 2, 3] and all(v > 0 for v in values)
-    assert PREVIEW_LAYER in viewer.layers and viewer.layers[PREVIEW_LAYER].data.ndim == 3  # fetched from the server
+    assert widget.last_preview is not None and widget.last_preview.ndim == 3  # fetched from the server
+    assert widget.show_preview_layer().name == PREVIEW_LAYER
     assert widget.results == tmp_path / "downloaded"
     assert (tmp_path / "downloaded" / "generator" / "model.safetensors").is_file()
     assert widget.init.text() == f"job:{widget.job}/generator"  # stage 2 on the server starts from it
