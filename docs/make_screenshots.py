@@ -97,7 +97,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="alignflow-shots-"))
     shoot = Shooter(only)
 
+    from napari import settings
+    from napari.settings import NapariSettings
     from qtpy.QtWidgets import QApplication
+
+    # napari as on a first start (default settings, nothing remembered, nothing saved): what a new user sees, and the
+    # reader preferences the dock sets stay out of this machine's napari settings.
+    NapariSettings.save = lambda self, *args, **kwargs: None
+    settings._SETTINGS = NapariSettings(config_path=None)
 
     source = copy_pairs(data / "Kvasir-SEG", work / "kvasir", 48)
     target = copy_pairs(data / "CVC-ClinicDB", work / "clinicdb", 24, start=100)
