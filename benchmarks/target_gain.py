@@ -50,9 +50,13 @@ VALIDATE_EVERY = 200
 LIMITED_PAIRS = 100
 # The stopping rule, written down before any run (docs/benchmarks.md): P = the first validation step at which the
 # seed-mean real-only curve (constant learning rate after warm-up, EMA weights, held-out Kvasir) is within
-# PLATEAU_TOLERANCE of its maximum; every arm then trains S = P rounded up to a multiple of ROUND_TO (at least
-# MIN_STEPS) steps with a cosine decay over S, and is scored once, at the end.
+# PLATEAU_TOLERANCE of its maximum; every arm then trains S = COSINE_FACTOR x P rounded up to a multiple of ROUND_TO
+# (at least MIN_STEPS) steps with a cosine decay over S, and is scored once, at the end.
+# COSINE_FACTOR was 1 in the first version of the rule. Its real-only runs (S = 2000) reached only the curve's value
+# at step 1000 on held-out Kvasir (0.681 against 0.678; plateau 0.71): a cosine decay's mean rate is half the
+# constant one. Amended to 2 on that source-side evidence alone (docs/benchmarks.md gives both protocols' numbers).
 PLATEAU_TOLERANCE = 0.01
+COSINE_FACTOR = 2
 ROUND_TO = 500
 MIN_STEPS = 1000
 TARGET_GAIN = 0.035
@@ -240,7 +244,7 @@ def stopping_rule(work: Path, params: dict) -> dict:
     steps = [row["step"] for row in curves[0]]
     mean = np.mean([[row[source] for row in c] for c in curves], axis=0)
     plateau = steps[int(np.argmax(mean >= mean.max() - PLATEAU_TOLERANCE))]
-    chosen = max(MIN_STEPS, int(math.ceil(plateau / ROUND_TO) * ROUND_TO))
+    chosen = max(MIN_STEPS, int(math.ceil(COSINE_FACTOR * plateau / ROUND_TO) * ROUND_TO))
     return {"plateau_step": plateau, "steps": chosen, "curve_max": float(mean.max()), "curve_max_step": steps[int(np.argmax(mean))],
             "mean_curve": {str(s): float(v) for s, v in zip(steps, mean)}, "plateaued": bool(steps[int(np.argmax(mean))] < steps[-1])}
 
