@@ -615,7 +615,7 @@ def report(work: Path) -> None:
         pooled: list[dict[str, Any]] = []
         for regime in regimes:
             rule = _done(work, f"{prefix}rule_{regime}")
-            if not rule and not _done(work, f"{prefix}curve_{regime}_s0"):
+            if not rule and not _done(work, f"{prefix}curve_{regime}_s0") and not _done(work, f"v1_{prefix}rule_{regime}"):
                 continue
             print(f"\n## {shift}, regime {regime}")
             for seed in CURVE_SEEDS:
@@ -625,6 +625,12 @@ def report(work: Path) -> None:
             if rule:
                 print(f"rule: plateau at step {rule['plateau_step']} (max {rule['curve_max']:.3f} at {rule['curve_max_step']}, "
                       f"plateaued {rule['plateaued']}) -> {rule['steps']} steps per arm")
+            first = [_done(work, f"v1_{prefix}down_{regime}_real_s{seed}") for seed in SEEDS]
+            first = [run for run in first if run]
+            if first:
+                values = [run[target]["dice"] for run in first]
+                print(f"first rule (v1_, {first[0]['steps']} steps): real only {target} mDice per seed {[round(v, 4) for v in values]}, "
+                      f"mean {np.mean(values):.4f}, seed std {_fmt(_std(values), 4)}; {source} {np.mean([r[source]['dice'] for r in first]):.4f}")
             real = _seed_scores(work, regime, "real", target, shift)
             if real:
                 values = np.array(list(real.values()))
