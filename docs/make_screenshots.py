@@ -148,9 +148,8 @@ def guided_flow(app, viewer, dock, shoot, work: Path, source: Path, labelled: Pa
     guide.k.setValue(6)
     guide.steps1.setValue(150)
     guide.steps2.setValue(30)
-    viewer.layers[f"{source.name} masks"].visible = False
-    dock.show_tab("Guide")
-    shoot(app, viewer, "guide")
+    for suffix in ("images", "masks"):  # the target scans in view
+        viewer.layers[f"{source.name} {suffix}"].visible = False
 
     worker = guide.suggest_references()
     wait(app, lambda: worker.handled and session.state.references is not None)
@@ -215,9 +214,10 @@ def guided_flow(app, viewer, dock, shoot, work: Path, source: Path, labelled: Pa
     dock.show_tab("Export")
     worker = export.export()
     wait(app, lambda: worker.handled)
-    dock.show_tab("Guide")
     settle(app)
     shoot(app, viewer, "export")
+    dock.show_tab("Guide")  # every step done
+    shoot(app, viewer, "guide")
 
 
 def masks(app, shoot, work: Path, source: Path) -> None:
@@ -239,9 +239,8 @@ def masks(app, shoot, work: Path, source: Path) -> None:
     panel.sigma.slider.setValue(15)
     panel.min_area.slider.setValue(40)
     wait(app, lambda: panel.postprocess_runs >= 2)
-    from napari_alignflow.widgets.common import grid_of
-
-    grid_of(viewer).enabled = True
+    viewer.layers["AlignFlow raw masks"].visible = False  # the post-processed masks; the raw ones are a click away
+    viewer.dims.set_current_step(0, 3)
     viewer.reset_view()
     shoot(app, viewer, "masks")
     viewer.close()

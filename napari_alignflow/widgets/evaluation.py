@@ -29,6 +29,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QTableWidget,
@@ -230,6 +231,9 @@ class EvaluationWidget(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setSortingEnabled(True)
         self.table.setMinimumHeight(140)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._show_selected)
 
         images = form("evaluation", [("references", "Target images", self.references), ("source", "Source", self.source),
@@ -329,8 +333,8 @@ class EvaluationWidget(QWidget):
             real, both = self.downstream["real only"], self.downstream["real + synthetic"]
             gain = self.downstream["gain"]
             lines.append(f"Dice on {real['count']} labelled target scans: {real['dice']:.3f} without the synthetic pairs, "
-                         f"{both['dice']:.3f} with them ({gain:+.3f}: {'it helps' if gain > 0 else 'no gain'} at this "
-                         "quick setting).")
+                         f"{both['dice']:.3f} with them ({gain:+.3f}: {'higher' if gain > 0 else 'not higher'} with them "
+                         "at this quick setting; a hint, not proof).")
         self.summary.setText("\n".join(lines))
 
     def _show_selected(self) -> None:

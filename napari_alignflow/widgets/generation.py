@@ -246,8 +246,10 @@ class GenerationWidget(QWidget):
         images = result.images[0] if single else pad_stack(result.images)
         masks = result.masks[0] if single else pad_stack(result.masks)
         self.viewer.add_image(images, name=IMAGES_LAYER, rgb=True, metadata=dict(metadata))
-        self.viewer.add_labels(masks, name=MASKS_LAYER, metadata=dict(metadata))
+        labels = self.viewer.add_labels(masks, name=MASKS_LAYER, metadata=dict(metadata))
         self._style_masks()
+        if not single:  # the first new image: the slider may stand beyond this stack's end (a longer stack was open)
+            self.viewer.dims.set_current_step(self.viewer.dims.ndim - labels.ndim, 0)
         self.viewer.reset_view()
         self.status_label.setText(f"{len(result.images)} image{'s' if not single else ''} in {result.seconds:.0f} s "
                                   f"(seeds {self.seed.value()}..{self.seed.value() + len(result.images) - 1}). "

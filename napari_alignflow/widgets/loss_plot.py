@@ -22,7 +22,7 @@ class LossPlot(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.view = pg.PlotWidget(background="w")
-        self.view.setMinimumHeight(HEIGHT)
+        self.view.setFixedHeight(HEIGHT)  # room below for the preview on a laptop screen
         self.view.setLabel("bottom", "step")
         self.view.setLabel("left", "loss")
         self.view.showGrid(x=True, y=True, alpha=0.2)

@@ -20,7 +20,7 @@ from typing import Any
 import napari
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QImage, QPainter, QPalette, QPixmap
+from qtpy.QtGui import QColor, QImage, QPainter, QPixmap
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QHBoxLayout,
@@ -94,15 +94,28 @@ class StepBar(QWidget):
         return self.text
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        colours = theme_colours()
         painter = QPainter(self)
-        palette = self.palette()
         frame = self.rect().adjusted(0, 0, -1, -1)
-        painter.fillRect(frame, palette.color(QPalette.ColorRole.Base))
+        painter.fillRect(frame, QColor(colours["foreground"]))
         filled = frame.adjusted(0, 0, -round(frame.width() * (1 - min(self.done / self.total, 1.0))), 0)
-        painter.fillRect(filled, palette.color(QPalette.ColorRole.Highlight))
-        painter.setPen(palette.color(QPalette.ColorRole.Text))
+        painter.fillRect(filled, QColor(colours["current"]))
+        painter.setPen(QColor(colours["text"]))
         painter.drawText(frame, Qt.AlignmentFlag.AlignCenter, self.text)
         painter.end()
+
+
+def theme_colours() -> dict[str, str]:
+    """napari's current theme's colours (the bar looks like napari's own), with the dark theme's as a fallback."""
+    fallback = {"foreground": "#2e333e", "current": "#4560c4", "text": "#f0f1f2"}
+    try:
+        from napari.settings import get_settings
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(get_settings().appearance.theme)
+        return {key: str(getattr(theme, key).as_hex()) for key in fallback}
+    except (KeyError, ValueError, AttributeError):
+        return fallback
 
 
 @dataclass
@@ -371,9 +384,8 @@ class TrainingWidget(QWidget):
             eta = event.get("eta_s")
             left = time_left(eta) if isinstance(eta, (int, float)) else None
             self._set_progress(int(event.get("step", 0)), int(event.get("total", 0)), f"stage {stage}", left)
-            self.status_label.setText(f"Stage {stage}: step {event.get('step')} / {event.get('total')}"
-                                      + (f", loss {loss:.4f}" if isinstance(loss, float) else "")
-                                      + (f", {left}" if left else ""))
+            self.status_label.setText(f"Stage {stage} training" + (f": loss {loss:.4f}" if isinstance(loss, float) else "")
+                                      + (f", {left}" if left else "") + ".")
             return self.plot.add(event)
         if kind == "warning":
             show_info(f"AlignFlow: {event.get('message')}")
@@ -395,8 +407,8 @@ class TrainingWidget(QWidget):
         left = (time_left(elapsed / done * (total - done)) if isinstance(elapsed, (int, float)) and done else
                 "estimating the time")
         self._set_progress(done, total, "preparing data", left)
-        self.status_label.setText(f"Preparing data: encoding {total} images ({done} done, {left}; done once, later runs "
-                                  "on the same data reuse it). Max pairs makes a first run quicker.")
+        self.status_label.setText(f"Preparing data: encoding {total} images, {left} (done once: later runs on the same "
+                                  "data reuse it). Max pairs makes a first run quicker.")
 
     def _show_preview(self, image: Any) -> None:
         """The newest preview in the tab (a picture: cheap); in the viewer too once the user has put it there (a
