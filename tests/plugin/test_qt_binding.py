@@ -14,7 +14,11 @@ def test_no_qt_binding_is_a_requirement_and_setup_installs_a_supported_one():
     assert qtpy.API_NAME in ("PyQt6", "PySide6")
 
 
-def test_napari_starts_without_a_deprecation_notice(make_napari_viewer, qtbot):
+def test_napari_starts_without_a_deprecation_notice(make_napari_viewer, qtbot, monkeypatch):
+    from napari._qt import qt_main_window
+
+    # napari's test fixtures silence the notice; put back napari's own rule (shown on PyQt5) so the test can fail
+    monkeypatch.setattr(qt_main_window, "SHOW_QT_WARNING", qtpy.QT5)
     seen = len(notifications_since(0))
     viewer = make_napari_viewer(show=True)
     qtbot.waitExposed(viewer.window._qt_window)
