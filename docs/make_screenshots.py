@@ -157,6 +157,7 @@ def guided_flow(app, viewer, dock, shoot, work: Path, source: Path, labelled: Pa
 
     guide.train_and_align()
     wait(app, lambda: len(training.plot.points["loss_denoising"][0]) >= 40 and training.last_preview is not None)
+    training.show_preview_layer()  # "Show preview in viewer"
     shoot(app, viewer, "training")
     wait(app, lambda: session.state.stage2 is not None or (training.start_button.isEnabled() and training.follow is None
                                                               and training.kind == "align"))
@@ -239,8 +240,8 @@ def masks(app, shoot, work: Path, source: Path) -> None:
     panel.sigma.slider.setValue(15)
     panel.min_area.slider.setValue(40)
     wait(app, lambda: panel.postprocess_runs >= 2)
-    viewer.layers["AlignFlow raw masks"].visible = False  # the post-processed masks; the raw ones are a click away
-    viewer.dims.set_current_step(0, 3)
+    viewer.dims.set_current_step(0, 3)  # a post-processed mask over its raw grey mask
+    settle(app)
     viewer.reset_view()
     shoot(app, viewer, "masks")
     viewer.close()
@@ -312,6 +313,7 @@ def remote_training(app, shoot, work: Path, source: Path) -> None:
         training.device.setCurrentText("cpu")
         training.start()
         wait(app, lambda: len(training.plot.points["loss_denoising"][0]) >= 25 and training.last_preview is not None)
+        training.show_preview_layer()
         shoot(app, viewer, "training_remote")
         wait(app, training.start_button.isEnabled)
         viewer.close()
