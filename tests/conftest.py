@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,9 @@ WEIGHTS = SHARED / "weights"
 
 # Product code fetches weights with pooch; tests point the documented override at the shared folder (no internet).
 os.environ.setdefault("ALIGNFLOW_WEIGHTS_DIR", str(WEIGHTS))
+# The engine's cache (phantom, feature and latent caches, the plugin's generated pairs) goes to a folder of this test
+# session, never the user's: a cached entry must not make a test pass that would fail on a fresh machine.
+os.environ.setdefault("ALIGNFLOW_CACHE_DIR", tempfile.mkdtemp(prefix="alignflow-test-cache-"))
 
 
 @pytest.fixture(scope="session")
