@@ -35,6 +35,8 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
                         help="batches and flips depend only on seed and step: arms with one seed differ only in their synthetic share")
     parser.add_argument("--validation", action="append", metavar="NAME=DIR", help="a labelled set for the learning curve (repeatable)")
     parser.add_argument("--validate-every", type=int, help="score the model on --validation every N steps (results.json curve)")
+    parser.add_argument("--test-time-flips", action="store_true",
+                        help="predict with the probabilities averaged over 4 flips (a finished evaluation is scored again)")
     parser.add_argument("--resolution", type=int, help="side of the square that training and scoring happen at (default 128)")
     parser.add_argument("--max-pairs", type=int, help="at most the first N pairs of --train and of --synthetic")
     parser.add_argument("--resume", action="store_true", help="continue an unfinished evaluation in --out")

@@ -19,6 +19,7 @@ MODELS = ("unet", "segformer", "medflowseg")
 # the paper's (Section 4.2) for MedFlowSeg.
 DEFAULT_LR = {"unet": 1e-3, "segformer": 3e-4, "medflowseg": 1e-4}
 LR_SCHEDULES = ("constant", "cosine")
+SCORING_OPTIONS = ("test_time_flips",)  # options that change how a trained model is scored, not its training
 
 
 def check_feedback_temperature(temperature: float) -> None:
@@ -38,7 +39,10 @@ class DownstreamConfig(DictConfig):
     of the weights (``ema_decay``; the EMA is what is exported and scored), ``paired_batches`` (batches and flips
     depend only on seed and step, so arms with one seed share initial weights, data order and flips, and the
     synthetic share is their only difference) and a learning curve on ``validation`` sets every ``validate_every``
-    steps (results.json ``curve``), to fix the number of steps on source data, never on the target test set.
+    steps (results.json ``curve``), to fix the number of steps on source data, never on the target test set;
+    ``test_time_flips`` averages the predicted probabilities over four flips. Only how a trained model is scored:
+    a finished evaluation asked again with another ``test_time_flips`` (``SCORING_OPTIONS``) is scored again without
+    training again.
     """
 
     config_name = "downstream config"
@@ -69,6 +73,7 @@ class DownstreamConfig(DictConfig):
     paired_batches: bool = False
     validation: dict[str, str] = field(default_factory=dict)  # learning-curve sets: name -> labelled folder
     validate_every: int = 0  # score the (EMA) model on ``validation`` every N steps (0: never)
+    test_time_flips: bool = False  # predict with the mean probabilities over 4 flips (validation and test sets)
     weight_decay: float = 1e-4  # unet and segformer (MedFlowSeg keeps its own, 0)
     resolution: int = 128  # training and test images and masks are squashed to this square side
     max_pairs: int | None = None  # at most the first N pairs of train and of synthetic (quick runs)
@@ -154,7 +159,8 @@ class DownstreamConfig(DictConfig):
         if self.paired_batches and self.synthetic and self.synthetic_share is None:
             raise InputError("--paired-batches", "--synthetic-share (paired arms differ by a fixed synthetic share of each batch)", "no --synthetic-share")
         judge = {"--lr-schedule": self.lr_schedule != "constant", "--warmup-steps": self.warmup_steps > 0,
-                 "--ema-decay": self.ema_decay is not None, "--paired-batches": self.paired_batches, "--validate-every": self.validate_every > 0}
+                 "--ema-decay": self.ema_decay is not None, "--paired-batches": self.paired_batches, "--validate-every": self.validate_every > 0,
+                 "--test-time-flips": self.test_time_flips}
         used = [flag for flag, on in judge.items() if on]
         if used and self.model == "medflowseg":
             raise InputError(used[0], "its default for --model medflowseg (MedFlowSeg's own trainer has its own EMA and schedule)", "set")

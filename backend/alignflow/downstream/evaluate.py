@@ -27,9 +27,9 @@ import torch
 from alignflow.atomic import atomic_write_json
 from alignflow.data import SegmentationFolder, load_pairs, scan_dataset, write_mask
 from alignflow.device import autocast, resolve_device
-from alignflow.downstream.config import DownstreamConfig
+from alignflow.downstream.config import SCORING_OPTIONS, DownstreamConfig
 from alignflow.downstream.metrics import score_segmentations, summarize_scores
-from alignflow.downstream.models import load_model
+from alignflow.downstream.models import load_model, predict_labels
 from alignflow.downstream.training import VALIDATION_EVENT, DownstreamTrainer, TrainingPairs
 from alignflow.errors import InputError, check_known_keys
 from alignflow.runs.events import EventLog, Listener, read_events
@@ -54,9 +54,10 @@ def evaluate_segmentation(config: DownstreamConfig, listeners: list[Listener] | 
     """
     config.validate()
     out = Path(config.out)
-    finished = _finished_results(out, config)
+    finished, rescore = _finished_results(out, config)
     if finished is not None:
         return finished
+    resume = resume or rescore  # the trained model is there: the run returns it, and it is scored again
     if not resume and (out / "config.json").exists():
         raise InputError(out, "a new output folder (this one holds an unfinished evaluation: add --resume to continue it, or choose another --out)")
     train, synthetic = scan_dataset(Path(config.train)), scan_dataset(Path(config.synthetic)) if config.synthetic else None
@@ -118,17 +119,20 @@ def _comparable(config: DownstreamConfig | dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _finished_results(out: Path, config: DownstreamConfig) -> dict[str, Any] | None:
+def _finished_results(out: Path, config: DownstreamConfig) -> tuple[dict[str, Any] | None, bool]:
+    """(the stored results of this config, or None; whether they differ from it only in how the model is scored)."""
     path = out / RESULTS_FILE
     if not path.is_file():
-        return None
+        return None, False
     results = json.loads(path.read_text(encoding="utf-8"))
     stored, wanted = _comparable(dict(results.get("config", {}))), _comparable(config)
     stored.pop("out", None), wanted.pop("out", None)  # the same folder, however it was spelled
-    if stored != wanted:
-        changed = sorted(key for key in set(stored) | set(wanted) if stored.get(key) != wanted.get(key))
-        raise InputError(path, "results of this configuration, or another --out folder", f"results of another configuration (differs in {changed})")
-    return results
+    changed = sorted(key for key in set(stored) | set(wanted) if stored.get(key) != wanted.get(key))
+    if not changed:
+        return results, False
+    if set(changed) <= set(SCORING_OPTIONS):
+        return None, True
+    raise InputError(path, "results of this configuration, or another --out folder", f"results of another configuration (differs in {changed})")
 
 
 def _scan_test(name: str, folder: str, flag: str = "--test") -> SegmentationFolder:
@@ -177,7 +181,7 @@ def _train_network(config: DownstreamConfig, pairs: TrainingPairs, listeners: li
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         with autocast(device, config.precision):
-            return model.predict(images.to(device), config.batch_size).cpu()
+            return predict_labels(model, images.to(device), config.batch_size, config.test_time_flips).cpu()
 
     return predict, folder
 

@@ -103,6 +103,27 @@ def build_model(name: str, num_classes: int, resolution: int, options: dict[str,
     raise InputError("--model", "unet or segformer (MedFlowSeg trains with alignflow.segmentation)", repr(name))
 
 
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-1, -2))  # identity, horizontal, vertical, both
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, images: torch.Tensor, batch_size: int = 16, test_time_flips: bool = False) -> torch.Tensor:
+    """Class ids [N, R, R]. With ``test_time_flips`` the class probabilities are averaged over the image and its
+    horizontal, vertical and double flip (each flipped back) before the argmax: test-time augmentation, which removes
+    part of a single network's orientation-specific errors and with them part of the seed-to-seed spread."""
+    if not test_time_flips:
+        return model.predict(images, batch_size)
+    labels = []
+    for chunk in images.split(batch_size):
+        probabilities = sum(_flip(model(_flip(chunk, dims)).softmax(dim=1), dims) for dims in FLIPS)
+        labels.append(probabilities.argmax(dim=1))
+    return torch.cat(labels)
+
+
+def _flip(tensor: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return tensor.flip(dims) if dims else tensor
+
+
 def save_model(folder: Path, name: str, model: DownstreamModel, info: dict[str, Any]) -> Path:
     return save_model_folder(folder, model, {"network": name, **model.config.to_dict()}, {"model": MODEL_KIND, **info}, MODEL_CONFIG_FILE)
 

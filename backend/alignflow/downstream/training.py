@@ -31,7 +31,7 @@ from alignflow.data import random_flips
 from alignflow.device import autocast
 from alignflow.downstream.config import DownstreamConfig
 from alignflow.downstream.feedback import GenerativeFeedback
-from alignflow.downstream.models import MODEL_DIR, build_model, save_model
+from alignflow.downstream.models import MODEL_DIR, build_model, predict_labels, save_model
 from alignflow.fidelity.training import EvaluatorTrainer
 from alignflow.runs.checkpoint import load_state_dict_strict
 from alignflow.runs.events import Listener
@@ -157,13 +157,13 @@ class AveragedNetwork(nn.Module):
 
 
 def mean_dice(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, num_classes: int, device: torch.device,
-              batch_size: int = 16) -> float:
+              batch_size: int = 16, test_time_flips: bool = False) -> float:
     """Mean over images of the foreground Dice (the test sets' conventions, without HD95: the curve needs only this)."""
     from alignflow.fidelity.metric import class_overlap, one_hot_maps
 
     was_training = model.training
     model.eval()
-    predicted = model.predict(images.to(device), batch_size).cpu()
+    predicted = predict_labels(model, images.to(device), batch_size, test_time_flips).cpu()
     model.train(was_training)
     dice, _ = class_overlap(one_hot_maps(predicted, num_classes), one_hot_maps(masks, num_classes))
     return float(dice.mean(1).mean())
@@ -248,7 +248,8 @@ class DownstreamTrainer(TrainingRun):
     def _validate(self) -> None:
         """One point of the learning curve: the exported network's mean Dice on every validation set."""
         started = time.perf_counter()
-        dice = {name: mean_dice(self._exported_network(), images, masks, self.pairs.num_classes, self.device, self.config.batch_size)
+        dice = {name: mean_dice(self._exported_network(), images, masks, self.pairs.num_classes, self.device, self.config.batch_size,
+                                self.config.test_time_flips)
                 for name, (images, masks) in (self.pairs.validation or {}).items()}
         self.timer.add("validation", time.perf_counter() - started)
         self.log.emit(VALIDATION_EVENT, stage=self.stage, step=self.completed, dice=dice)

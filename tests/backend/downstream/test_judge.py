@@ -105,3 +105,28 @@ def test_bad_judge_settings_are_named(tmp_path, kvasir_train, kvasir_test, synth
         values = {**values, "synthetic": str(synthetic_pairs)}
     with pytest.raises(InputError, match=named):
         tiny(tmp_path / "run", kvasir_train, kvasir_test, **values)
+
+
+def test_test_time_flips_make_predictions_flip_equivariant(tmp_path, kvasir_train, kvasir_test):
+    from alignflow.data import load_pairs, scan_dataset
+    from alignflow.downstream.models import predict_labels
+
+    evaluate_segmentation(tiny(tmp_path / "run", kvasir_train, kvasir_test, steps=4))
+    model, _ = load_model(tmp_path / "run")
+    images, _ = load_pairs(scan_dataset(kvasir_test), 32)
+    for dims in ((-1,), (-2,)):
+        averaged = predict_labels(model, images.flip(dims), test_time_flips=True)
+        assert (averaged == predict_labels(model, images, test_time_flips=True).flip(dims)).float().mean() > 0.999
+    plain = predict_labels(model, images)
+    assert torch.equal(plain, model.predict(images)) and not torch.equal(plain.flip(-1), predict_labels(model, images.flip(-1)))
+
+
+def test_a_finished_evaluation_is_scored_again_with_test_time_flips_without_training(tmp_path, kvasir_train, kvasir_test):
+    plain = evaluate_segmentation(tiny(tmp_path / "run", kvasir_train, kvasir_test))
+    weights = load_model(tmp_path / "run")[0].state_dict()
+    flipped = evaluate_segmentation(tiny(tmp_path / "run", kvasir_train, kvasir_test, test_time_flips=True))
+    assert [e["type"] for e in read_events(tmp_path / "run")].count("start") == 1  # trained once
+    assert flipped["config"]["test_time_flips"] and flipped["test"]["kvasir"]["dice"] != plain["test"]["kvasir"]["dice"]
+    assert all(torch.equal(weights[key], value) for key, value in load_model(tmp_path / "run")[0].state_dict().items())
+    with pytest.raises(InputError, match="another configuration"):
+        evaluate_segmentation(tiny(tmp_path / "run", kvasir_train, kvasir_test, test_time_flips=True, steps=7))
