@@ -72,11 +72,14 @@ CHEAP_ARMS: dict[str, dict[str, Any]] = {
     "fda01": {"method": "fda", "beta": 0.01}, "fda05": {"method": "fda", "beta": 0.05}, "fda09": {"method": "fda", "beta": 0.09},
     "hist": {"method": "histogram"}, "photo": {"method": "photometric"},
 }
+# Ordered so the arms that answer most come first (the mid strength of each generator, then the other strengths).
 GENERATIVE_ARMS: dict[str, dict[str, Any]] = {
     "gen_aligned": {"method": "generate", "generator": ALIGNED},
-    **{f"tr_aligned_s{round(s * 10):02d}": {"method": "translate", "generator": ALIGNED, "strength": s} for s in STRENGTHS},
-    **{f"tr_stage1_s{round(s * 10):02d}": {"method": "translate", "generator": STAGE1, "strength": s} for s in STRENGTHS},
+    "tr_aligned_s05": {"method": "translate", "generator": ALIGNED, "strength": 0.5},
+    "tr_stage1_s05": {"method": "translate", "generator": STAGE1, "strength": 0.5},
     "tr_trstage2_s05": {"method": "translate", "generator": TRANSLATION_STAGE2, "strength": 0.5},
+    **{f"tr_{name}_s{round(s * 10):02d}": {"method": "translate", "generator": generator, "strength": s}
+       for name, generator in (("aligned", ALIGNED), ("stage1", STAGE1)) for s in STRENGTHS if s != 0.5},
 }
 ENGINE_METHODS = "backend/alignflow/augment/methods.py"
 
