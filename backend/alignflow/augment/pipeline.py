@@ -196,23 +196,19 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
         sets += [("stage1_translated", "translate", stage1, source_pairs, False),
                  ("aligned_translated", "translate", stage2, source_pairs, True)]
     sets += [(method, method, None, source_pairs, True) for method in methods if method in TRANSFORM_METHODS]
-    kid_to_target = None
+    scorer = None
     for name, method, folder, chosen, exported in sets:
         log.emit("progress", stage=f"generate:{name}", step=0, total=len(chosen))
         set_started = time.perf_counter()
         pairs, entry = _make_set(config, method, folder, chosen, out / "synthetic" / name, evaluator, references, device,
                                  lambda _, done, total, n=name: log.progress(f"generate:{n}", done, total))
         images, pairs_dir = pairs.images, pairs.folder
-        if kid_to_target is None:
-            from alignflow.metrics.kid import KernelInceptionDistanceTo
+        if scorer is None:
+            from alignflow.augment.scores import SetScorer
 
-            subset = min(len(chosen), len(target_paths), 100)
-            kid_to_target = KernelInceptionDistanceTo(load_reference_images(target_paths, images.shape[-1]), subset,
-                                                      device=device)
-        subset = min(len(images), kid_to_target.subset_size)
-        kid, kid_std = kid_to_target(images, subset) if subset >= 2 else (float("nan"), float("nan"))
+            scorer = SetScorer(target_paths, references, images.shape[-1], min(len(chosen), len(target_paths), 100), device)
         report["models"][name] = {
-            **entry, "pairs": str(pairs_dir), "kid": kid, "kid_std": kid_std, "subset_size": subset,
+            **entry, "pairs": str(pairs_dir), **scorer(images),
             "generated": len(images), "target": len(target_paths), "method": method, "exported": exported,
             "seconds": time.perf_counter() - set_started,
         }
@@ -223,12 +219,13 @@ def augment(config: AugmentConfig, listeners: list[Listener] | None = None, resu
     if methods != ["generate"]:
         # The methods are compared with what they start from: the real source images as they are.
         sources = load_reference_images([pair.image for pair in source_pairs], images.shape[-1])
-        subset = min(len(sources), kid_to_target.subset_size)
-        kid, kid_std = kid_to_target(sources, subset) if subset >= 2 else (float("nan"), float("nan"))
-        report["source"] = {"kid": kid, "kid_std": kid_std, "subset_size": subset, "images": len(sources)}
+        report["source"] = {**scorer(sources), "images": len(sources)}
     if config.export_format:
         report["export"] = str(_export(config, out, report, log))
     report["kid_target"] = "target images" if config.target else "reference images"
+    from alignflow.augment.advice import advise
+
+    report["advice"] = advise(report)
     report["seconds"] = time.perf_counter() - started
     atomic_write_json(out / "report.json", report)
     log.emit("done", stage="augment", report=str(out / "report.json"),
@@ -285,6 +282,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"KID to the {report['kid_target']} (FID-Inception features; lower is closer to the target):"]
     for name, values in report["models"].items():
         lines.append(f"  {name:8s} KID = {values['kid']:.4f} +- {values['kid_std']:.4f}  ({values['generated']} generated vs {values['target']} target; pairs in {values['pairs']})")
+        if "reward_mmd" in values:  # reports written before these scores existed have neither
+            lines.append(f"  {'':8s} to the references: KID {values['kid_references']:.4f}, reward MMD {values['reward_mmd']:.4f}")
         if values.get("mask_fidelity"):
             lines.append(f"  {'':8s} {format_fidelity(values['mask_fidelity'])}")
     if report.get("source"):
@@ -292,5 +291,6 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {'source':8s} KID = {source['kid']:.4f} +- {source['kid_std']:.4f}  (the real source images as they are)")
         ranked = sorted(report["models"].items(), key=lambda item: item[1]["kid"])
         lines.append("closest to the target first: " + ", ".join(f"{name} {values['kid']:.4f}" for name, values in ranked))
+    lines += report.get("advice", [])
     return "\n".join(lines)
 

@@ -56,8 +56,12 @@ def test_cheap_methods_train_no_generator_and_the_report_compares_them(tmp_path,
     check_set(report["models"]["histogram"], "histogram", 4)
     check_set(report["models"]["photometric"], "photometric", 4)
     assert isinstance(report["source"]["kid"], float)  # the untransformed source images, for comparison
+    for entry in [*report["models"].values(), report["source"]]:  # the label-free scores a user can rank by
+        assert entry["kid_references"] == entry["kid"] and entry["reward_mmd"] > -1  # no --target: KID is to the references
+    assert report["models"]["fda"]["reward_mmd"] != report["models"]["photometric"]["reward_mmd"]
     printed = capsys.readouterr().out
     assert "closest to the target first:" in printed and "source" in printed
+    assert "reward MMD" in printed and report["advice"] and report["advice"][-1] in printed
     # the training set: the 6 real pairs plus every method's 4 pairs
     exported = Path(report["export"])
     assert len(list((exported / "images").iterdir())) == 6 + 3 * 4
