@@ -174,12 +174,15 @@ def augment_comparison(report_file: str | Path) -> str:
     for name, values in report.get("models", {}).items():
         line = f"  {name}: KID {values['kid']:.4f} +- {values['kid_std']:.4f} ({values.get('generated')} images)"
         fidelity = values.get("mask_fidelity") or {}
+        if values.get("reward_mmd") is not None:
+            line += f", reward MMD to the references {values['reward_mmd']:.4f}"
         if fidelity.get("dice") is not None:
             line += f", mask fidelity Dice {fidelity['dice']:.3f}"
         lines.append(line)
     for name, values in (report.get("downstream") or {}).items():
         if isinstance(values, dict) and values.get("dice") is not None:
             lines.append(f"  downstream {name}: Dice {values['dice']:.3f}")
+    lines += report.get("advice", [])  # the engine's advice (alignflow.augment.advice), as the command line prints it
     return "\n".join(lines)
 
 

@@ -77,14 +77,20 @@ def test_dice_with_and_without_the_pairs_on_labelled_target_scans(evaluated, cli
 
 def test_an_augment_reports_comparison_is_listed(evaluated, tmp_path):
     viewer, widget = evaluated
+    from alignflow.augment.advice import Evidence, advise
+
     report = {"kid_target": "target images", "models": {
         "stage1": {"kid": 0.2031, "kid_std": 0.01, "generated": 32},
-        "aligned": {"kid": 0.1142, "kid_std": 0.012, "generated": 32, "mask_fidelity": {"dice": 0.71}}}}
+        "aligned": {"kid": 0.1142, "kid_std": 0.012, "generated": 32, "mask_fidelity": {"dice": 0.71},
+                    "kid_references": 0.12, "reward_mmd": 0.2345},
+        "fda": {"kid": 0.1, "kid_std": 0.01, "generated": 32, "kid_references": 0.09, "reward_mmd": 0.3}}}
+    report["advice"] = advise(report, (Evidence("reward_mmd", "the reward MMD", 0.9, 9, "a test"),))
     (tmp_path / "job").mkdir()
     (tmp_path / "job" / "report.json").write_text(json.dumps(report))
     widget.report.setText(str(tmp_path / "job"))
     text = widget.show_report()
     assert "stage1: KID 0.2031" in text and "aligned: KID 0.1142" in text and "mask fidelity Dice 0.710" in text
+    assert "reward MMD to the references 0.2345" in text and "Advice: try aligned first" in text
     widget.report.setText(str(tmp_path / "nothing"))
     with pytest.raises(ValueError, match="nothing"):
         widget.show_report()
