@@ -350,12 +350,10 @@ def score(work: Path, params: dict) -> dict:
     real held-out images). ``arm`` "real": the held-out images themselves."""
     import torch
 
-    from alignflow.data import list_images, load_pairs, load_reference_images, scan_dataset
+    from alignflow.augment.scores import SetScorer
+    from alignflow.data import list_images, load_pairs, scan_dataset
     from alignflow.fidelity.metric import fidelity_report, score_generated_folder, score_real_dataset
     from alignflow.fidelity.segmenter import load_segmenter
-    from alignflow.metrics.kid import KernelInceptionDistanceTo
-    from alignflow.models.feature_encoders import build_feature_encoder
-    from alignflow.rewards.alignment import AlignmentReward
 
     shift, arm, folder = params.get("shift", "polyp"), params["arm"], work / params["name"]
     data = _data(work, shift)
@@ -368,13 +366,10 @@ def score(work: Path, params: dict) -> dict:
             _make_pairs(work, shift, arm, held_out.pairs, folder / "pairs", seed=0, base=base)
         pairs_folder = folder / "pairs"
     images, _ = load_pairs(scan_dataset(pairs_folder), 128)
-    references = load_reference_images(data.references, 128)
-    test = load_reference_images(list_images(data.test / "images"), 128)
-    result: dict[str, Any] = {"images": len(images)}
-    result["kid_test"], result["kid_test_std"] = KernelInceptionDistanceTo(test, subset_size=min(100, len(images)))(images)
-    result["kid_references"], result["kid_references_std"] = KernelInceptionDistanceTo(references, subset_size=len(references))(images)
-    with torch.no_grad():
-        result["reward_mmd"] = float(AlignmentReward(build_feature_encoder(), references)(images))
+    # The same scores `alignflow augment` reports (augment.scores), with the target test set as its --target.
+    scores = SetScorer(list_images(data.test / "images"), data.references, 128, min(100, len(images)), torch.device("cpu"))(images)
+    result: dict[str, Any] = {"images": len(images), "kid_test": scores["kid"], "kid_test_std": scores["kid_std"],
+                              **{key: scores[key] for key in ("kid_references", "kid_references_std", "reward_mmd")}}
     evaluator = load_segmenter(work / f"{_prefix(shift)}evaluator" / "segmenter")
     fidelity = fidelity_report(evaluator, score_generated_folder(evaluator, pairs_folder / "images", pairs_folder / "masks"),
                                score_real_dataset(evaluator, data.held_out), str(data.held_out))

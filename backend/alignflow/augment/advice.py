@@ -61,7 +61,8 @@ def advise(report: dict[str, Any], evidence: tuple[Evidence, ...] = EVIDENCE) ->
     if best.rho < TRUSTED_RHO:
         return [f"No label-free score predicted the gain well enough to choose by it: {measured}, the best of "
                 f"{len(evidence)} scores. {check}"]
-    usable = {name: _value(entry, best.score) for name, entry in models.items() if not math.isnan(_value(entry, best.score))}
+    values = {name: _value(entry, best.score) for name, entry in models.items()}
+    usable = {name: value for name, value in values.items() if not math.isnan(value)}
     if len(usable) < 2:
         return [f"{best.label} is missing for these sets; {check}"]
     ranked = sorted(usable, key=lambda name: usable[name], reverse=not LOWER_IS_BETTER[best.score])

@@ -39,7 +39,8 @@ class SetScorer:
         kid, kid_std = _kid(self.kid_to_target, images)
         scores: dict[str, Any] = {"kid": kid, "kid_std": kid_std,
                                   "subset_size": min(len(images), self.kid_to_target.subset_size)}
-        scores["kid_references"] = _kid(self.kid_to_references, images)[0] if self.separate_target else kid
+        scores["kid_references"], scores["kid_references_std"] = (_kid(self.kid_to_references, images) if self.separate_target
+                                                                  else (kid, kid_std))
         with torch.no_grad():
             scores["reward_mmd"] = float(self.reward(images.to(self.device))) if len(images) >= 2 else math.nan
         return scores
