@@ -662,6 +662,21 @@ def predictor_correlations(rows: list[dict[str, Any]], minimum_seeds: int = 3) -
     return result
 
 
+def predictors_across_strata(strata: dict[str, list[dict[str, Any]]], minimum_seeds: int = 3) -> dict[str, Any]:
+    """Each predictor's rho in every stratum (a shift's regime) and their mean weighted by the stratum's arms. Ranks
+    are compared within a stratum only: KID and MMD are not on one scale across shifts, and a gain over a regime's
+    own real-only arm is not comparable across regimes."""
+    per_stratum = {name: predictor_correlations(rows, minimum_seeds) for name, rows in strata.items()}
+    result: dict[str, Any] = {}
+    for predictor in ("KID to the references", "reward MMD to the references", "mask fidelity", "KID to the target test set (oracle)"):
+        measured = {name: (found[predictor]["rho"], len(found["arms"])) for name, found in per_stratum.items() if predictor in found}
+        arms = sum(count for _, count in measured.values())
+        if arms:
+            result[predictor] = {"per_stratum": {name: round(rho, 3) for name, (rho, _) in measured.items()},
+                                 "mean_rho": sum(rho * count for rho, count in measured.values()) / arms, "arms": arms}
+    return result
+
+
 def _fmt(value: float, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -669,6 +684,7 @@ def _fmt(value: float, digits: int = 3) -> str:
 def report(work: Path) -> None:
     import numpy as np
 
+    strata: dict[str, list[dict[str, Any]]] = {}
     for shift, (prefix, regimes) in SHIFTS.items():
         target, source = TARGET_NAMES[shift]
         pooled: list[dict[str, Any]] = []
@@ -703,6 +719,7 @@ def report(work: Path) -> None:
                           f"paired, if the per-seed differences vary as much as one arm {seeds_needed(std)}")
             rows = arm_rows(work, shift, regime)
             pooled += rows
+            strata[f"{shift} {regime}"] = rows
             if len(rows) > 1:
                 print(f"\n| arm | seeds | {target} mDice | gain over real only (paired, ± SE) | sd of the per-seed gain | {source} mDice |"
                       " KID to target test | KID to references | reward MMD | mask fidelity (ceiling) |")
@@ -717,6 +734,9 @@ def report(work: Path) -> None:
                 print(f"label-free predictors (Spearman with the gain, {regime}): {predictor_correlations(rows)}")
         if len({row["arm"] for row in pooled}) > 1:
             print(f"label-free predictors, {shift}, regimes pooled: {predictor_correlations(pooled)}")
+    if len(strata) > 1:  # issue 17 item 6: over all arms of both shifts
+        print(f"\nlabel-free predictors over every shift and regime (rho within each, mean weighted by arms): "
+              f"{json.dumps(predictors_across_strata(strata), indent=1)}")
     for shift in SHIFTS:
         grid_picture(work, shift)
 
