@@ -29,3 +29,13 @@ def test_no_score_trusted_below_the_threshold_and_no_advice_for_one_set_or_no_ev
     assert len(lines) == 1 and lines[0].startswith("No label-free score predicted the gain") and "evaluate-segmentation" in lines[0]
     assert advise({"models": {"fda": REPORT["models"]["fda"]}}, (evidence("reward_mmd", 0.9),)) == []
     assert advise(REPORT, ())[0].startswith("No advice yet")
+
+
+def test_a_better_score_missing_from_the_report_falls_back_to_the_next_trusted_one_and_says_how_to_get_it():
+    without_fidelity = {"models": {name: {k: v for k, v in entry.items() if k != "mask_fidelity"} for name, entry in REPORT["models"].items()}}
+    lines = advise(without_fidelity, (evidence("mask_fidelity", 0.8), evidence("reward_mmd", 0.7), evidence("kid_references", 0.5)))
+    assert lines[0].startswith("Advice: try aligned first; by reward mmd")  # the lowest reward MMD of the exported sets
+    assert "Mask fidelity predicted better" in lines[1] and "--evaluator" in lines[1]
+    lines = advise(without_fidelity, (evidence("mask_fidelity", 0.8), evidence("kid_references", 0.5)))
+    assert len(lines) == 1 and lines[0].startswith("No trusted label-free score is in this report") and "--evaluator" in lines[0]
+    assert "predicted better" not in advise(REPORT, (evidence("mask_fidelity", 0.8), evidence("reward_mmd", 0.7)))[1]
