@@ -134,7 +134,8 @@ def train_stage1(work: Path, params: dict) -> dict:
     from alignflow.generator.config import TrainConfig
     from alignflow.generator.training import train
 
-    config = TrainConfig(out=str(work / params["name"]), generator={"resolution": RESOLUTION}, source=str(_splits(work)["train"]),
+    source = params.get("source") or str(_splits(work)["train"])  # target_gain.py: the 100-pair regime's own generator
+    config = TrainConfig(out=str(work / params["name"]), generator={"resolution": RESOLUTION}, source=source,
                          batch_size=8, device="cpu", seed=0, checkpoint_every=500, preview_every=500, log_every=50, steps=STAGE1_STEPS,
                          w_ar=params.get("w_ar", 0.0))
     train(config, resume=True)
@@ -174,7 +175,7 @@ def align(work: Path, params: dict) -> dict:
         extra["w_ar"] = params["w_ar"]
     if params.get("translation_strength"):  # target_gain.py: stage 2 in translation mode (issue 17)
         extra["translation_strength"] = params["translation_strength"]
-    config = TrainConfig(stage=2, source=str(_splits(work)["train"]), out=str(work / params["name"]), init=str(work / params.get("init", "stage1") / "generator"),
+    config = TrainConfig(stage=2, source=params.get("source") or str(_splits(work)["train"]), out=str(work / params["name"]), init=str(work / params.get("init", "stage1") / "generator"),
                          references=_references(work, params["refs"]), steps=STAGE2_STEPS, batch_size=8, device="cpu", seed=0,
                          checkpoint_every=50, preview_every=100, log_every=10, w_align=1.0, **variant, **extra)
     train(config, resume=True)

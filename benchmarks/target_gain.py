@@ -81,6 +81,12 @@ GENERATIVE_ARMS: dict[str, dict[str, Any]] = {
     **{f"tr_{name}_s{round(s * 10):02d}": {"method": "translate", "generator": generator, "strength": s}
        for name, generator in (("aligned", ALIGNED), ("stage1", STAGE1)) for s in STRENGTHS if s != 0.5},
 }
+# The 100-pair regime's control: the arms above use generators trained on all 900 labelled pairs, so in that regime
+# they carry labelled data the judge's 100 pairs lack. This arm's generator (stage 1, then stage 2 with the same
+# settings and references) is trained on the regime's 100 pairs only, as a user holding 100 pairs would train it.
+STAGE1_LIM = "stage1_g100"
+ALIGNED_LIM = "align_r10s0B_g100"
+LIM_GENERATIVE_ARMS: dict[str, dict[str, Any]] = {"gen_aligned_g100": {"method": "generate", "generator": ALIGNED_LIM}}
 # "+ the best of these combined with FDA": FDA (beta 0.05) applied to the pairs of the generative arm with the best
 # mean paired gain over seeds 0-2 of the shift's first regime, chosen by the task ``choose_best`` once those runs are
 # in (a choice made on the target test set: the combined arm's number is optimistic by that selection; said in docs).
@@ -275,7 +281,7 @@ def downstream(work: Path, params: dict) -> dict:
 
 
 def _arm_spec(arm: str) -> dict[str, Any]:
-    return {**CHEAP_ARMS, **GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC}[arm]
+    return {**CHEAP_ARMS, **GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC}[arm]
 
 
 def _best_arm(work: Path, shift: str) -> str:
@@ -454,6 +460,14 @@ def fundus_generator(work: Path, params: dict) -> dict:
     return json.loads((work / params["name"] / "summary.json").read_text())
 
 
+def lim_generator(work: Path, params: dict) -> dict:
+    """Stage 1 (params stage 1) or stage 2 from it on the 100-pair regime's pairs only: polyp_shift's settings."""
+    source = str(_train_folder(work, "lim"))
+    if params["stage"] == 1:
+        return train_stage1(work, {**params, "source": source})
+    return align(work, {**params, "source": source, "init": STAGE1_LIM, "refs": REFERENCES, "variant": "B"})
+
+
 # --------------------------------------------------------------------------------------------------------- the plan
 
 def _arm_tasks(regime: str, arm: str, seeds: tuple[int, ...] = SEEDS, shift: str = "polyp") -> list[Task]:
@@ -525,6 +539,9 @@ def plan() -> list[Task]:
         tasks += _breadth_first(regime, list(GENERATIVE_ARMS), SEEDS[:3])
     tasks += _score_tasks(GENERATIVE_ARMS)
     tasks += _combined_tasks()
+    tasks += [Task(STAGE1_LIM, lim_generator, [], {"stage": 1}), Task(ALIGNED_LIM, lim_generator, [STAGE1_LIM], {"stage": 2})]
+    tasks += _synth_tasks("lim", LIM_GENERATIVE_ARMS) + _breadth_first("lim", list(LIM_GENERATIVE_ARMS), SEEDS)
+    tasks += _score_tasks(LIM_GENERATIVE_ARMS)
     # The fundus shift: Drishti-GS (81 training pairs, already a small set: one regime) -> DRIONS-DB.
     tasks += _calibration("fundus")
     tasks += [Task("fundus_evaluator", fundus_evaluator), Task("fundus_score_real", score, ["fundus_evaluator"], {"arm": "real", "shift": "fundus"})]
@@ -601,7 +618,8 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
               "hist": "+ histogram matching", "photo": "+ photometric", "gen_aligned": "+ aligned generation",
               **{f"tr_{g}_s{round(s * 10):02d}": f"+ translation s {s} ({g.replace('stage1', 'stage-1')} generator)"
                  for g in ("aligned", "stage1") for s in STRENGTHS},
-              "tr_trstage2_s05": "+ translation s 0.5 (translation-mode stage 2)", COMBINED_ARM: "+ the best generative arm's pairs, then FDA 0.05"}
+              "tr_trstage2_s05": "+ translation s 0.5 (translation-mode stage 2)", COMBINED_ARM: "+ the best generative arm's pairs, then FDA 0.05",
+              "gen_aligned_g100": "+ aligned generation (generator trained on the 100 pairs only)"}
 
 
 def _seed_scores(work: Path, regime: str, arm: str, test: str = "clinicdb_test", shift: str = "polyp") -> dict[int, float]:
@@ -630,7 +648,7 @@ def arm_rows(work: Path, shift: str, regime: str) -> list[dict[str, Any]]:
     target, source = TARGET_NAMES[shift]
     real = _seed_scores(work, regime, "real", target, shift)
     rows = []
-    for arm in ["real", *CHEAP_ARMS, *GENERATIVE_ARMS, COMBINED_ARM]:
+    for arm in ["real", *CHEAP_ARMS, *GENERATIVE_ARMS, *LIM_GENERATIVE_ARMS, COMBINED_ARM]:
         scores = _seed_scores(work, regime, arm, target, shift)
         if not scores:
             continue
@@ -750,7 +768,7 @@ def grid_picture(work: Path, shift: str, count: int = 8) -> None:
     from alignflow.data import list_images, read_image, read_mask, resize_image, resize_mask, write_image
 
     prefix = _prefix(shift)
-    arms = [arm for arm in [*CHEAP_ARMS, *GENERATIVE_ARMS, COMBINED_ARM] if (work / f"{prefix}score_{arm}" / "pairs" / "images").is_dir()]
+    arms = [arm for arm in [*CHEAP_ARMS, *GENERATIVE_ARMS, *LIM_GENERATIVE_ARMS, COMBINED_ARM] if (work / f"{prefix}score_{arm}" / "pairs" / "images").is_dir()]
     if not arms:
         return
     data = _data(work, shift)
