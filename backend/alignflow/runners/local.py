@@ -103,7 +103,9 @@ class LocalRunner:
         folder = self.jobs_root / job_id
         exit_code = self._exit_code(job_id)
         if (folder / "cancelled").exists():
-            state = CANCELLED
+            # Cancelled only once nothing of the job runs: until then the job may still write its checkpoint and hold
+            # the run folder's lock, and a client that resumed on "cancelled" would find the folder taken.
+            state = RUNNING if live_processes_in_group(job["pid"]) else CANCELLED
         elif exit_code is None:
             state = RUNNING if self._alive(job_id, job["pid"]) else FAILED
         else:

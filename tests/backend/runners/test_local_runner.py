@@ -1,6 +1,7 @@
 """The local runner on real jobs: a training subprocess that succeeds, one that fails, one that is cancelled."""
 
 import json
+import threading
 import time
 
 import pytest
@@ -49,6 +50,27 @@ def test_cancel_stops_the_process_group_and_keeps_a_checkpoint(tmp_path, source)
     resumed = runner.submit("train-masks", masks_config(source, tmp_path / "run", stopped_at + 2), resume=True)
     assert wait(runner, resumed).state == SUCCEEDED
     assert any(e["type"] == "resume" and e["step"] == stopped_at for e in runner.events(resumed))
+
+
+def test_a_cancelled_job_is_finished_only_once_its_processes_are_gone(tmp_path, source):
+    # A poller (the plugin's) asks for the status while cancel() still waits for the job to checkpoint and exit: it
+    # must not see "cancelled" while the job still holds the run folder (a resume then finds the folder locked).
+    runner = LocalRunner(tmp_path / "jobs")
+    job = runner.submit("train-masks", masks_config(source, tmp_path / "run", 100000))
+    deadline = time.monotonic() + 120
+    while not any(e["type"] == "checkpoint" for e in runner.events(job)):
+        assert time.monotonic() < deadline and not runner.status(job).finished
+        time.sleep(0.2)
+    pid = json.loads((tmp_path / "jobs" / job / "job.json").read_text())["pid"]
+    canceller = threading.Thread(target=runner.cancel, args=(job,))
+    canceller.start()
+    while not (tmp_path / "jobs" / job / "cancelled").exists():
+        time.sleep(0.005)
+    while not (status := runner.status(job)).finished:
+        time.sleep(0.005)
+    assert status.state == CANCELLED
+    assert live_processes_in_group(pid) == []
+    canceller.join()
 
 
 def test_events_are_read_incrementally_and_a_half_written_line_waits(tmp_path):
