@@ -105,7 +105,8 @@ class LocalRunner:
         if (folder / "cancelled").exists():
             # Cancelled only once nothing of the job runs: until then the job may still write its checkpoint and hold
             # the run folder's lock, and a client that resumed on "cancelled" would find the folder taken.
-            state = RUNNING if live_processes_in_group(job["pid"]) else CANCELLED
+            # (A SLURM job has no local pid: the SLURM runner's cancel waits for the scheduler instead.)
+            state = RUNNING if job["pid"] is not None and live_processes_in_group(job["pid"]) else CANCELLED
         elif exit_code is None:
             state = RUNNING if self._alive(job_id, job["pid"]) else FAILED
         else:
