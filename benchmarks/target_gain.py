@@ -283,8 +283,12 @@ def downstream(work: Path, params: dict) -> dict:
         "train_seconds": results["train_seconds"], "steps": config.steps}
 
 
+# Every arm but real only, in report order.
+ARM_SPECS: dict[str, dict[str, Any]] = {**CHEAP_ARMS, **GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC}
+
+
 def _arm_spec(arm: str) -> dict[str, Any]:
-    return {**CHEAP_ARMS, **GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC}[arm]
+    return ARM_SPECS[arm]
 
 
 def _best_arm(work: Path, shift: str) -> str:
@@ -653,27 +657,31 @@ def arm_rows(work: Path, shift: str, regime: str) -> list[dict[str, Any]]:
     target, source = TARGET_NAMES[shift]
     real = _seed_scores(work, regime, "real", target, shift)
     rows = []
-    for arm in ["real", *CHEAP_ARMS, *GENERATIVE_ARMS, *LIM_GENERATIVE_ARMS, COMBINED_ARM]:
+    for arm in ["real", *ARM_SPECS]:
         scores = _seed_scores(work, regime, arm, target, shift)
         if not scores:
             continue
-        differences = [scores[seed] - real[seed] for seed in scores if seed in real]
-        sd = _std(differences)
+        gain = _paired(scores, real)
         rows.append({"arm": arm, "seeds": len(scores), "target": float(np.mean(list(scores.values()))), "target_std": _std(list(scores.values())),
                      "source": float(np.mean(list(_seed_scores(work, regime, arm, source, shift).values()))),
-                     "gain": float(np.mean(differences)) if differences else float("nan"), "gain_se": sd / math.sqrt(len(differences)),
-                     "gain_sd": sd, "paired_seeds": len(differences), "score": _done(work, f"{_prefix(shift)}score_{arm}")})
+                     "gain": gain["mean"], "gain_se": gain["se"], "gain_sd": gain["sd"], "paired_seeds": gain["seeds"],
+                     "score": _done(work, f"{_prefix(shift)}score_{arm}")})
     return rows
 
 
-def paired_difference(work: Path, shift: str, regime: str, arm: str, other: str) -> dict[str, float]:
-    """arm minus other on the target test set over the seeds both have: mean, standard error, seeds."""
-    target = TARGET_NAMES[shift][0]
-    first, second = (_seed_scores(work, regime, name, target, shift) for name in (arm, other))
+def _paired(first: dict[int, float], second: dict[int, float]) -> dict[str, float]:
+    """first minus second over the seeds both have: mean, its standard error, the std of the differences, seeds."""
     differences = [first[seed] - second[seed] for seed in first if seed in second]
+    if not differences:
+        return {"mean": float("nan"), "se": float("nan"), "sd": float("nan"), "seeds": 0}
     sd = _std(differences)
-    return {"mean": float(sum(differences) / len(differences)) if differences else float("nan"),
-            "se": sd / math.sqrt(len(differences)) if differences else float("nan"), "seeds": len(differences)}
+    return {"mean": sum(differences) / len(differences), "se": sd / math.sqrt(len(differences)), "sd": sd, "seeds": len(differences)}
+
+
+def paired_difference(work: Path, shift: str, regime: str, arm: str, other: str) -> dict[str, float]:
+    """arm minus other on the target test set (see ``_paired``)."""
+    target = TARGET_NAMES[shift][0]
+    return _paired(*(_seed_scores(work, regime, name, target, shift) for name in (arm, other)))
 
 
 def best_against_cheap(work: Path, shift: str, regime: str, rows: list[dict[str, Any]]) -> str | None:
@@ -799,7 +807,7 @@ def grid_picture(work: Path, shift: str, count: int = 8) -> None:
     from alignflow.data import list_images, read_image, read_mask, resize_image, resize_mask, write_image
 
     prefix = _prefix(shift)
-    arms = [arm for arm in [*CHEAP_ARMS, *GENERATIVE_ARMS, *LIM_GENERATIVE_ARMS, COMBINED_ARM] if (work / f"{prefix}score_{arm}" / "pairs" / "images").is_dir()]
+    arms = [arm for arm in ARM_SPECS if (work / f"{prefix}score_{arm}" / "pairs" / "images").is_dir()]
     if not arms:
         return
     data = _data(work, shift)

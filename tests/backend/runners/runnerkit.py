@@ -24,3 +24,11 @@ def wait(runner: Any, job_id: str, timeout: float = 180.0):
             return status
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} still running after {timeout} s: {runner.status(job_id)}")
+
+
+def wait_for_checkpoint(runner: Any, job_id: str, timeout: float = 180.0) -> None:
+    """Returns once the running job has written a checkpoint; fails the test if it ends or times out first."""
+    deadline = time.monotonic() + timeout
+    while not any(event["type"] == "checkpoint" for event in runner.events(job_id)):
+        assert time.monotonic() < deadline and not runner.status(job_id).finished, runner.status(job_id)
+        time.sleep(0.2)

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from runnerkit import masks_config, wait
+from runnerkit import masks_config, wait, wait_for_checkpoint
 
 from alignflow.errors import InputError
 from alignflow.runners.base import CANCELLED, FAILED, SUCCEEDED
@@ -36,10 +36,7 @@ def test_a_failing_job_says_why(tmp_path, source):
 def test_cancel_stops_the_process_group_and_keeps_a_checkpoint(tmp_path, source):
     runner = LocalRunner(tmp_path / "jobs")
     job = runner.submit("train-masks", {**masks_config(source, tmp_path / "run", 100000)})
-    deadline = time.monotonic() + 120
-    while not any(e["type"] == "checkpoint" for e in runner.events(job)):
-        assert time.monotonic() < deadline and not runner.status(job).finished
-        time.sleep(0.2)
+    wait_for_checkpoint(runner, job, timeout=120)
     runner.cancel(job)
     status = runner.status(job)
     assert status.state == CANCELLED
@@ -57,10 +54,7 @@ def test_a_cancelled_job_is_finished_only_once_its_processes_are_gone(tmp_path, 
     # must not see "cancelled" while the job still holds the run folder (a resume then finds the folder locked).
     runner = LocalRunner(tmp_path / "jobs")
     job = runner.submit("train-masks", masks_config(source, tmp_path / "run", 100000))
-    deadline = time.monotonic() + 120
-    while not any(e["type"] == "checkpoint" for e in runner.events(job)):
-        assert time.monotonic() < deadline and not runner.status(job).finished
-        time.sleep(0.2)
+    wait_for_checkpoint(runner, job, timeout=120)
     pid = json.loads((tmp_path / "jobs" / job / "job.json").read_text())["pid"]
     canceller = threading.Thread(target=runner.cancel, args=(job,))
     canceller.start()

@@ -1,10 +1,9 @@
 """The SLURM runner through submitit's local executor (the same submitit path, no cluster): real training jobs
 that run to completion, are cancelled mid-run, and train data parallel over two tasks."""
 
-import time
 
 import pytest
-from runnerkit import masks_config, wait
+from runnerkit import masks_config, wait, wait_for_checkpoint
 
 from alignflow.errors import InputError
 from alignflow.runners.base import CANCELLED, SUCCEEDED
@@ -34,10 +33,7 @@ def test_a_job_runs_to_completion_in_an_allocation_and_a_new_client_finds_it(tmp
 def test_cancel_interrupts_the_job_which_checkpoints_and_leaves_no_process(tmp_path, source):
     runner = SlurmRunner(tmp_path / "jobs", SlurmOptions(timeout_min=10), cluster="local", env=ENV)
     job = runner.submit("train-masks", masks_config(source, tmp_path / "run", 100000))
-    deadline = time.monotonic() + 180
-    while not any(e["type"] == "checkpoint" for e in runner.events(job)):
-        assert time.monotonic() < deadline and not runner.status(job).finished, runner.status(job)
-        time.sleep(0.2)
+    wait_for_checkpoint(runner, job, timeout=180)
     child = int(SlurmRunner._read_json(tmp_path / "jobs" / job / CHILD_FILE)["pid"])
     runner.cancel(job)
     status = runner.status(job)
