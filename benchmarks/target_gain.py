@@ -87,9 +87,14 @@ GENERATIVE_ARMS: dict[str, dict[str, Any]] = {
 # it. gen_stage1 (generation without alignment) tells what stage 2 adds to generation.
 STAGE1_LIM = "stage1_g100"
 ALIGNED_LIM = "align_r10s0B_g100"
+# The same two stages with every pair's flips (TrainConfig.flip_augment): 4x the pairs a 100-pair generator learns from.
+STAGE1_LIM_FLIPS = "stage1_g100f"
+ALIGNED_LIM_FLIPS = "align_r10s0B_g100f"
 LIM_GENERATIVE_ARMS: dict[str, dict[str, Any]] = {"gen_stage1": {"method": "generate", "generator": STAGE1},
                                                   "gen_aligned_g100": {"method": "generate", "generator": ALIGNED_LIM},
-                                                  "tr_g100_s07": {"method": "translate", "generator": ALIGNED_LIM, "strength": 0.7}}
+                                                  "tr_g100_s07": {"method": "translate", "generator": ALIGNED_LIM, "strength": 0.7},
+                                                  "gen_aligned_g100f": {"method": "generate", "generator": ALIGNED_LIM_FLIPS},
+                                                  "tr_g100f_s07": {"method": "translate", "generator": ALIGNED_LIM_FLIPS, "strength": 0.7}}
 # "+ the best of these combined with FDA": FDA (beta 0.05) applied to the pairs of the generative arm with the best
 # mean paired gain over seeds 0-2 of the shift's first regime, chosen by the task ``choose_best`` once those runs are
 # in (a choice made on the target test set: the combined arm's number is optimistic by that selection; said in docs).
@@ -468,11 +473,13 @@ def fundus_generator(work: Path, params: dict) -> dict:
 
 
 def lim_generator(work: Path, params: dict) -> dict:
-    """Stage 1 (params stage 1) or stage 2 from it on the 100-pair regime's pairs only: polyp_shift's settings."""
+    """Stage 1 (params stage 1) or stage 2 from it on the 100-pair regime's pairs only: polyp_shift's settings (with
+    ``flip_augment``: both stages also train on every pair's flips)."""
     source = str(_train_folder(work, "lim"))
     if params["stage"] == 1:
         return train_stage1(work, {**params, "source": source})
-    return align(work, {**params, "source": source, "init": STAGE1_LIM, "refs": REFERENCES, "variant": "B"})
+    init = STAGE1_LIM_FLIPS if params.get("flip_augment") else STAGE1_LIM
+    return align(work, {**params, "source": source, "init": init, "refs": REFERENCES, "variant": "B"})
 
 
 # --------------------------------------------------------------------------------------------------------- the plan
@@ -546,7 +553,9 @@ def plan() -> list[Task]:
         tasks += _breadth_first(regime, list(GENERATIVE_ARMS), SEEDS[:3])
     tasks += _score_tasks(GENERATIVE_ARMS)
     tasks += _combined_tasks()
-    tasks += [Task(STAGE1_LIM, lim_generator, [], {"stage": 1}), Task(ALIGNED_LIM, lim_generator, [STAGE1_LIM], {"stage": 2})]
+    tasks += [Task(STAGE1_LIM, lim_generator, [], {"stage": 1}), Task(ALIGNED_LIM, lim_generator, [STAGE1_LIM], {"stage": 2}),
+              Task(STAGE1_LIM_FLIPS, lim_generator, [], {"stage": 1, "flip_augment": True}),
+              Task(ALIGNED_LIM_FLIPS, lim_generator, [STAGE1_LIM_FLIPS], {"stage": 2, "flip_augment": True})]
     tasks += _synth_tasks("lim", LIM_GENERATIVE_ARMS) + _breadth_first("lim", list(LIM_GENERATIVE_ARMS), SEEDS)
     tasks += _score_tasks(LIM_GENERATIVE_ARMS)
     # The fundus shift: Drishti-GS (81 training pairs, already a small set: one regime) -> DRIONS-DB.
@@ -575,11 +584,21 @@ def _failed(work: Path, name: str) -> bool:
     return (work / name / "failed.json").exists()
 
 
+def _running_elsewhere(work: Path, name: str) -> bool:
+    """Another live scheduler process runs this task (its ``running.json``), so two schedulers may share a list."""
+    try:
+        pid = json.loads((work / name / "running.json").read_text())["pid"]
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError):  # no marker, or its process is gone (killed): the task is free
+        return False
+    return pid != os.getpid()
+
+
 def _next_task(work: Path, only: list[str] | None, retry_failed: bool) -> Task | None:
     for task in plan():
         if only and not any(task.name.startswith(prefix) for prefix in only):
             continue
-        if _done(work, task.name) or (_failed(work, task.name) and not retry_failed):
+        if _done(work, task.name) or (_failed(work, task.name) and not retry_failed) or _running_elsewhere(work, task.name):
             continue
         if all(_done(work, dep) for dep in task.deps) and task.ready():
             return task
@@ -593,6 +612,7 @@ def _execute(work: Path, task: Task) -> bool:
     folder = work / task.name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "failed.json").unlink(missing_ok=True)
+    (folder / "running.json").write_text(json.dumps({"pid": os.getpid()}))
     print(f"[{time.strftime('%H:%M:%S')}] start {task.name}", flush=True)
     started = time.perf_counter()
     try:
@@ -601,6 +621,8 @@ def _execute(work: Path, task: Task) -> bool:
         (folder / "failed.json").write_text(json.dumps({"traceback": traceback.format_exc()}, indent=2))
         print(f"[{time.strftime('%H:%M:%S')}] FAILED {task.name}\n{traceback.format_exc()}", flush=True)
         return False
+    finally:
+        (folder / "running.json").unlink(missing_ok=True)
     result["task_seconds"] = time.perf_counter() - started
     (folder / "done.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"[{time.strftime('%H:%M:%S')}] done {task.name}: {result['task_seconds'] / 60:.1f} min", flush=True)
@@ -628,7 +650,9 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
               "tr_trstage2_s05": "+ translation s 0.5 (translation-mode stage 2)", COMBINED_ARM: "+ the best generative arm's pairs, then FDA 0.05",
               "gen_stage1": "+ stage-1 generation (no alignment)",
               "gen_aligned_g100": "+ aligned generation (generator trained on the 100 pairs only)",
-              "tr_g100_s07": "+ translation s 0.7 (aligned generator trained on the 100 pairs only)"}
+              "tr_g100_s07": "+ translation s 0.7 (aligned generator trained on the 100 pairs only)",
+              "gen_aligned_g100f": "+ aligned generation (generator trained on the 100 pairs and their flips)",
+              "tr_g100f_s07": "+ translation s 0.7 (aligned generator trained on the 100 pairs and their flips)"}
 
 
 def _seed_scores(work: Path, regime: str, arm: str, test: str = "clinicdb_test", shift: str = "polyp") -> dict[int, float]:

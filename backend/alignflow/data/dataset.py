@@ -246,6 +246,20 @@ def random_flips(images: torch.Tensor, masks: torch.Tensor,
     return images, masks
 
 
+# The four flips of the square (none, horizontal, vertical, both) as the tensor dims they reverse, with their names.
+FLIPS: tuple[tuple[str, tuple[int, ...]], ...] = (("", ()), ("hflip", (-1,)), ("vflip", (-2,)), ("hvflip", (-1, -2)))
+
+
+def flipped(tensor: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``tensor`` (images ``[N, C, H, W]`` or masks ``[N, H, W]``) flipped along ``dims`` (one of ``FLIPS``)."""
+    return tensor.flip(dims) if dims else tensor
+
+
+def all_flips(tensor: torch.Tensor) -> torch.Tensor:
+    """The batch followed by its horizontal, vertical and double flips (``FLIPS`` order): ``4N`` samples."""
+    return torch.cat([flipped(tensor, dims) for _, dims in FLIPS])
+
+
 def split_indices(n: int, fractions_or_counts: Sequence[float] | Sequence[int], seed: int = 0) -> list[np.ndarray]:
     """Deterministically shuffle ``range(n)`` and cut it into parts (each returned sorted).
 

@@ -18,6 +18,8 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
     train.add_argument("--init", help="continue from this generator (run folder or generator folder)")
     train.add_argument("--resolution", type=int, help="image side in pixels (multiple of 8; default 128)")
     train.add_argument("--w-ar", type=float, help="Alignment Regularization weight (mask head; docs/label-drift.md); 0 = off")
+    train.add_argument("--flip-augment", action="store_true",
+                       help="also train on every pair's horizontal, vertical and double flip (for small source sets)")
     add_common_flags(train)
     train.set_defaults(handler=lambda args: _run_training(args, 1))
 
@@ -35,6 +37,8 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
     align.add_argument("--w-mask", type=float, help="weight of the mask-consistency loss L_M (docs/label-drift.md); 0 = off")
     align.add_argument("--mask-segmenter", help="L_M's frozen segmenter (alignflow train-evaluator --role reward)")
     align.add_argument("--w-ar", type=float, help="Alignment Regularization weight in the denoising term; 0 = off")
+    align.add_argument("--flip-augment", action="store_true",
+                       help="the denoising term also sees every pair's flips (as in a stage 1 trained with --flip-augment)")
     align.add_argument("--translation-strength", type=float,
                        help="translation mode: start each trajectory from its pair's real latent noised to t = 1 - s (default off: from noise)")
     add_common_flags(align)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from alignflow.atomic import atomic_write_json
-from alignflow.data import SegmentationFolder, load_pairs, load_reference_images, scan_dataset, select_references
+from alignflow.data import FLIPS, SegmentationFolder, all_flips, flipped, load_pairs, load_reference_images, scan_dataset, select_references
 from alignflow.device import autocast
 from alignflow.errors import InputError
 from alignflow.flow_matching import denoising_loss, euler_sample, frozen_euler, interpolate, tunable_jump
@@ -66,34 +66,41 @@ def _encode_dataset(
     config: TrainConfig, folder: SegmentationFolder, codec: LatentCodec, resolution: int, run_dir: Path, log: EventLog
 ) -> EncodedDataset:
     pairs = folder.pairs[: config.max_pairs] if config.max_pairs else folder.pairs
-    stems = [pair.stem for pair in pairs]
+    flips = FLIPS if config.flip_augment else FLIPS[:1]
+    stems = [f"{pair.stem}:{name}" if name else pair.stem for name, _ in flips for pair in pairs]
     cached = _cached_latents(stems, resolution, [run_dir] + ([Path(config.init), Path(config.init).parent] if config.init else []))
     if cached is not None:
         return cached
     # Across runs: the same files at the same settings were encoded before (generator/latent_cache.py).
     autoencoder = codec.autoencoder  # TAEF2 (weights pinned by sha256) or a pretrained SD3 VAE (named by its path)
     codec_settings = {"autoencoder": type(autoencoder).__name__, "num_classes": codec.num_classes,
-                      "weights": getattr(getattr(autoencoder, "config", None), "_name_or_path", None)}
+                      "weights": getattr(getattr(autoencoder, "config", None), "_name_or_path", None),
+                      **({"flips": [name for name, _ in flips]} if config.flip_augment else {})}
     key = latent_cache.cache_key(pairs, resolution, codec_settings)
     stored = latent_cache.load_cached(key)
-    if stored is not None and len(stored["images"]) == len(pairs):
+    if stored is not None and len(stored["images"]) == len(stems):
         encoded = EncodedDataset(stored["images"], stored["masks"], stored["preview_masks"].long(), stems)
         log.emit("progress", stage="encode", step=len(pairs), total=len(pairs), elapsed=0.0, cached=True)
         _keep_in_run(encoded, run_dir, stems, resolution, folder.num_classes)
         return encoded
     device = codec.latent_mean.device
-    image_latents, mask_latents = [], []
+    # Flipped copies are encoded from flipped pixels: the autoencoder is not flip-equivariant, so flipping latents
+    # would train on latents it never produces. Rows are flip-major: every pair, then every pair flipped, ...
+    image_latents: list[list[torch.Tensor]] = [[] for _ in flips]
+    mask_latents: list[list[torch.Tensor]] = [[] for _ in flips]
     started = time.perf_counter()
     for start in range(0, len(pairs), ENCODE_BATCH):
         indices = list(range(start, min(start + ENCODE_BATCH, len(pairs))))
         images, masks = load_pairs(folder, resolution, indices=indices)
         with torch.no_grad():
-            image_latents.append(codec.raw_image_latents(images.to(device)).cpu())
-            mask_latents.append(codec.raw_mask_latents(masks.to(device)).cpu())
+            for row, (_, dims) in enumerate(flips):
+                image_latents[row].append(codec.raw_image_latents(flipped(images, dims).to(device)).cpu())
+                mask_latents[row].append(codec.raw_mask_latents(flipped(masks, dims).to(device)).cpu())
         if start == 0:
             preview_masks = masks[:PREVIEW_COUNT].clone()
         log.emit("progress", stage="encode", step=indices[-1] + 1, total=len(pairs), elapsed=time.perf_counter() - started)
-    encoded = EncodedDataset(torch.cat(image_latents), torch.cat(mask_latents), preview_masks, stems)
+    encoded = EncodedDataset(torch.cat([torch.cat(rows) for rows in image_latents]),
+                             torch.cat([torch.cat(rows) for rows in mask_latents]), preview_masks, stems)
     _keep_in_run(encoded, run_dir, stems, resolution, folder.num_classes)
     latent_cache.store(key, _latent_tensors(encoded), {"stems": stems, "resolution": resolution, "source": str(config.source),
                                                        "codec": codec_settings, "seconds": time.perf_counter() - started})
@@ -254,7 +261,10 @@ class Trainer(TrainingRun):
                              str(segmenter.config.num_classes))
         self.mask_reward = MaskConsistencyReward(segmenter.model)
         by_stem = {pair.stem: pair.mask for pair in self.folder.pairs}
-        masks = load_masks([by_stem[stem] for stem in self.data.stems], self.model.config.resolution)
+        unflipped = self.data.stems[: len(self.data.stems) // (len(FLIPS) if self.config.flip_augment else 1)]
+        masks = load_masks([by_stem[stem] for stem in unflipped], self.model.config.resolution)
+        if self.config.flip_augment:
+            masks = all_flips(masks)  # the same flip-major rows as the latents
         self.mask_ids = masks.to(torch.uint8).to(self.device)  # uint8: 16 kB per mask at 128 px
 
     # ----------------------------------------------------------------- steps

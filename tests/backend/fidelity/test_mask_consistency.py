@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from alignflow.cli import main
+from alignflow.data import all_flips, load_masks
 from alignflow.fidelity.mask_consistency import MaskConsistencyReward
 from alignflow.fidelity.segmenter import Segmenter, SegmenterConfig
 from alignflow.flow_matching import frozen_euler, tunable_jump
+from alignflow.generator.config import TrainConfig
 from alignflow.generator.factory import build_generator
 from alignflow.generator.latent_codec import build_codec
 from alignflow.generator.model import GeneratorConfig
+from alignflow.generator.training import Trainer
 from alignflow.runs.events import read_events
 
 TINY = dict(resolution=32, num_layers=2, controlnet_layers=1, attention_head_dim=8, num_attention_heads=2, context_tokens=2, patch_size=1)
@@ -98,3 +101,11 @@ def test_stage2_run_with_mask_loss(tmp_path, kvasir, clinicdb, make_pairs):
     assert "mask_reward" in json.loads((tmp_path / "s2" / "summary.json").read_text())["seconds_per_step"]
     info = json.loads((tmp_path / "s2" / "generator" / "generator.json").read_text())["_info"]
     assert info["mask_segmenter"] == str(tmp_path / "reward")
+    # With flipped pairs, each L_M target is its latent row's mask, flipped the same way (flip-major rows).
+    flipped = TrainConfig.from_dict({**json.loads((tmp_path / "s2" / "config.json").read_text()), "flip_augment": True,
+                                     "out": str(tmp_path / "s2_flipped")})
+    trainer = Trainer(flipped)
+    trainer._prepare()
+    masks = load_masks(sorted((tmp_path / "data" / "masks").iterdir()), 32)
+    assert len(trainer.mask_ids) == len(trainer.image_latents) == 16
+    torch.testing.assert_close(trainer.mask_ids.long(), all_flips(masks))
