@@ -760,6 +760,40 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def copying(work: Path, arms: list[str]) -> dict[str, dict[str, float]]:
+    """How close each arm's images (first copy, 100-pair regime) are to the real training image of their own mask.
+
+    A generator that memorises its few pairs returns, for a training mask, that pair's image: then its image's
+    nearest training image (cosine of the reward's EfficientNet-Lite0 features) is its own source more often than
+    chance (1 / 100), and the similarity to it is high. Held-out real Kvasir images give the level of a new image
+    of the domain (their nearest training image; no own source)."""
+    import torch
+
+    from alignflow.metrics.image_quality import load_image_set, reward_features
+    from alignflow.models.feature_encoders import build_feature_encoder
+
+    encoder = build_feature_encoder()
+
+    def features(folder: Path) -> tuple[list[str], torch.Tensor]:
+        images = load_image_set(folder, folder.name, size=JUDGE_RESOLUTION)
+        return images.stems, torch.nn.functional.normalize(reward_features(images.images, encoder), dim=1)
+
+    train_stems, train = features(_train_folder(work, "lim"))
+    _, held_out = features(_data(work, "polyp").held_out)
+    result = {"held-out real": {"nearest_similarity": float((held_out @ train.T).max(1).values.mean())}}
+    for arm in arms:
+        folder = work / f"synth_lim_{arm}" / "copy0"
+        if not (folder / "manifest.json").exists():
+            continue
+        stems, generated = features(folder)
+        similarity = generated @ train.T
+        own = torch.tensor([train_stems.index(stem) for stem in stems])
+        result[arm] = {"own_source_is_nearest": float((similarity.argmax(1) == own).float().mean()),
+                       "own_source_similarity": float(similarity[torch.arange(len(own)), own].mean()),
+                       "nearest_similarity": float(similarity.max(1).values.mean())}
+    return result
+
+
 def report(work: Path) -> None:
     import numpy as np
 
@@ -815,6 +849,8 @@ def report(work: Path) -> None:
                 print(f"label-free predictors (Spearman with the gain, {regime}): {predictor_correlations(rows)}")
         if len({row["arm"] for row in pooled}) > 1:
             print(f"label-free predictors, {shift}, regimes pooled: {predictor_correlations(pooled)}")
+    generative_lim = [arm for arm in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS} if arm.startswith("gen_")]
+    print(f"\ncopying of the training pairs (100-pair regime, first copy): {json.dumps(copying(work, generative_lim), indent=1)}")
     if len(strata) > 1:  # issue 17 item 6: over all arms of both shifts
         print(f"\nlabel-free predictors over every shift and regime (rho within each, mean weighted by arms): "
               f"{json.dumps(predictors_across_strata(strata), indent=1)}")
