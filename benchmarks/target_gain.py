@@ -760,13 +760,15 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def copying(work: Path, arms: list[str]) -> dict[str, dict[str, float]]:
-    """How close each arm's images (first copy, 100-pair regime) are to the real training image of their own mask.
+def copying(work: Path, arms: list[str]) -> dict[str, dict[str, Any]]:
+    """How close each arm's images are to the real image of their own mask, for masks the generator was trained on
+    (the 100-pair regime's pairs, first copy) and for masks it never saw (the held-out pairs of its score task).
 
-    A generator that memorises its few pairs returns, for a training mask, that pair's image: then its image's
-    nearest training image (cosine of the reward's EfficientNet-Lite0 features) is its own source more often than
-    chance (1 / 100), and the similarity to it is high. Held-out real Kvasir images give the level of a new image
-    of the domain (their nearest training image; no own source)."""
+    A generator that memorises its pairs returns, for a training mask, that pair's image: its image's nearest
+    real image of the set (cosine of the reward's EfficientNet-Lite0 features) is then its own source far more often
+    for training masks than for held-out ones (the mask alone also pulls the layout towards its own source: the
+    held-out rate measures that; both sets hold 100 pairs). Held-out real Kvasir images give the similarity of a new
+    image of the domain to its nearest training image."""
     import torch
 
     from alignflow.metrics.image_quality import load_image_set, reward_features
@@ -778,19 +780,21 @@ def copying(work: Path, arms: list[str]) -> dict[str, dict[str, float]]:
         images = load_image_set(folder, folder.name, size=JUDGE_RESOLUTION)
         return images.stems, torch.nn.functional.normalize(reward_features(images.images, encoder), dim=1)
 
-    train_stems, train = features(_train_folder(work, "lim"))
-    _, held_out = features(_data(work, "polyp").held_out)
-    result = {"held-out real": {"nearest_similarity": float((held_out @ train.T).max(1).values.mean())}}
+    def own_source(generated_folder: Path, real: tuple[list[str], torch.Tensor]) -> dict[str, float]:
+        stems, generated = features(generated_folder)
+        similarity = generated @ real[1].T
+        own = torch.tensor([real[0].index(stem) for stem in stems])
+        return {"own_source_is_nearest": float((similarity.argmax(1) == own).float().mean()),
+                "own_source_similarity": float(similarity[torch.arange(len(own)), own].mean()),
+                "nearest_similarity": float(similarity.max(1).values.mean())}
+
+    train = features(_train_folder(work, "lim"))
+    held_out = features(_data(work, "polyp").held_out)
+    result: dict[str, Any] = {"held-out real": {"nearest_similarity": float((held_out[1] @ train[1].T).max(1).values.mean())}}
     for arm in arms:
-        folder = work / f"synth_lim_{arm}" / "copy0"
-        if not (folder / "manifest.json").exists():
-            continue
-        stems, generated = features(folder)
-        similarity = generated @ train.T
-        own = torch.tensor([train_stems.index(stem) for stem in stems])
-        result[arm] = {"own_source_is_nearest": float((similarity.argmax(1) == own).float().mean()),
-                       "own_source_similarity": float(similarity[torch.arange(len(own)), own].mean()),
-                       "nearest_similarity": float(similarity.max(1).values.mean())}
+        seen, unseen = work / f"synth_lim_{arm}" / "copy0", work / f"score_{arm}" / "pairs"
+        result[arm] = {**({"training masks": own_source(seen, train)} if (seen / "manifest.json").exists() else {}),
+                       **({"held-out masks": own_source(unseen, held_out)} if (unseen / "manifest.json").exists() else {})}
     return result
 
 
