@@ -136,7 +136,7 @@ def train_stage1(work: Path, params: dict) -> dict:
 
     source = params.get("source") or str(_splits(work)["train"])  # target_gain.py: the 100-pair regime's own generator
     config = TrainConfig(out=str(work / params["name"]), generator={"resolution": RESOLUTION}, source=source,
-                         batch_size=8, device="cpu", seed=0, checkpoint_every=500, preview_every=500, log_every=50, steps=STAGE1_STEPS,
+                         batch_size=8, device="cpu", seed=params.get("seed", 0), checkpoint_every=500, preview_every=500, log_every=50, steps=STAGE1_STEPS,
                          w_ar=params.get("w_ar", 0.0), flip_augment=params.get("flip_augment", False))
     train(config, resume=True)
     return json.loads((work / params["name"] / "summary.json").read_text())
@@ -178,7 +178,7 @@ def align(work: Path, params: dict) -> dict:
     if params.get("flip_augment"):  # target_gain.py: the 100-pair generator trained on flipped pairs
         extra["flip_augment"] = True
     config = TrainConfig(stage=2, source=params.get("source") or str(_splits(work)["train"]), out=str(work / params["name"]), init=str(work / params.get("init", "stage1") / "generator"),
-                         references=_references(work, params["refs"]), steps=STAGE2_STEPS, batch_size=8, device="cpu", seed=0,
+                         references=_references(work, params["refs"]), steps=STAGE2_STEPS, batch_size=8, device="cpu", seed=params.get("seed", 0),
                          checkpoint_every=50, preview_every=100, log_every=10, w_align=1.0, **variant, **extra)
     train(config, resume=True)
     summary = json.loads((work / params["name"] / "summary.json").read_text())
