@@ -736,6 +736,25 @@ def best_against_cheap(work: Path, shift: str, regime: str, rows: list[dict[str,
             f"(paired, {difference['seeds']} seeds)")
 
 
+def generator_instances(work: Path) -> dict[str, Any]:
+    """The 100-pair generators over their instances (seed 0 and LIM_INSTANCES): each instance's paired gain of aligned
+    generation over real only and over histogram matching, and the mean over instances with the standard error from
+    the instances' spread (it holds the generator's own variation; each instance's gain also holds the judge's)."""
+    result: dict[str, Any] = {}
+    for name in ("g100", "g100f"):
+        arms = [f"gen_aligned_{name}", *(f"gen_aligned_{name}_i{seed}" for seed in LIM_INSTANCES)]
+        rows = {arm: {other: paired_difference(work, "polyp", "lim", arm, other) for other in ("real", "hist")} for arm in arms}
+        rows = {arm: row for arm, row in rows.items() if row["real"]["seeds"]}
+        gains = [row["real"]["mean"] for row in rows.values()]
+        result[name] = {"per_instance": {arm: {other: round(d["mean"], 4) for other, d in row.items()} for arm, row in rows.items()},
+                        "mean_gain": sum(gains) / len(gains) if gains else None,
+                        "se_over_instances": _std(gains) / math.sqrt(len(gains)) if len(gains) > 1 else None}
+    result["flips minus no flips, per instance"] = {
+        seed: round(paired_difference(work, "polyp", "lim", f"gen_aligned_g100f{suffix}", f"gen_aligned_g100{suffix}")["mean"], 4)
+        for seed, suffix in ((0, ""), *((seed, f"_i{seed}") for seed in LIM_INSTANCES))}
+    return result
+
+
 def predictor_correlations(rows: list[dict[str, Any]], minimum_seeds: int = 3) -> dict[str, Any]:
     """Spearman correlation of each label-free score with the arms' downstream gain (arms with a score and at least
     ``minimum_seeds`` paired seeds; real only is left out: its gain is 0 by construction). Signs are set so that a
@@ -867,6 +886,7 @@ def report(work: Path) -> None:
                 print(f"label-free predictors (Spearman with the gain, {regime}): {predictor_correlations(rows)}")
         if len({row["arm"] for row in pooled}) > 1:
             print(f"label-free predictors, {shift}, regimes pooled: {predictor_correlations(pooled)}")
+    print(f"\n100-pair generators over their instances: {json.dumps(generator_instances(work), indent=1, default=str)}")
     generative_lim = [arm for arm in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS} if arm.startswith("gen_")]
     print(f"\ncopying of the training pairs (100-pair regime, first copy): {json.dumps(copying(work, generative_lim), indent=1)}")
     if len(strata) > 1:  # issue 17 item 6: over all arms of both shifts
