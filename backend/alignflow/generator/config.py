@@ -35,7 +35,8 @@ class TrainConfig(DictConfig):
     cond_dropout: float = 0.1  # fraction of samples without their condition (trains CFG's unconditional branch)
     # Train on every pair and its horizontal, vertical and double flip (4x the encoded set, masks flipped with their
     # images). For small source sets: a compact generator trained from scratch on 100 pairs for 3900 steps sees each
-    # pair 312 times (docs/benchmarks.md, "Flipped pairs for a generator trained on 100 pairs").
+    # pair 312 times and copies them; flips stop the copying, but did not raise the target gain (docs/benchmarks.md,
+    # "Flipped pairs for a generator trained on 100 pairs").
     flip_augment: bool = False
     trainable: str = "all"  # "all" (compact) or "controlnet" (the paper, sd3)
     # Stage 2 (Section 3.1-3.2, Algorithm 1)
