@@ -480,13 +480,12 @@ def fundus_generator(work: Path, params: dict) -> dict:
 
 
 def lim_generator(work: Path, params: dict) -> dict:
-    """Stage 1 (params stage 1) or stage 2 from it on the 100-pair regime's pairs only: polyp_shift's settings (with
-    ``flip_augment``: both stages also train on every pair's flips)."""
+    """Stage 1 (params stage 1) or stage 2 from the stage-1 task ``init`` on the 100-pair regime's pairs only:
+    polyp_shift's settings (with ``flip_augment``: both stages also train on every pair's flips)."""
     source = str(_train_folder(work, "lim"))
     if params["stage"] == 1:
         return train_stage1(work, {**params, "source": source})
-    init = (STAGE1_LIM_FLIPS if params.get("flip_augment") else STAGE1_LIM) + (f"_i{params['seed']}" if params.get("seed") else "")
-    return align(work, {**params, "source": source, "init": init, "refs": REFERENCES, "variant": "B"})
+    return align(work, {**params, "source": source, "refs": REFERENCES, "variant": "B"})
 
 
 # --------------------------------------------------------------------------------------------------------- the plan
@@ -560,14 +559,13 @@ def plan() -> list[Task]:
         tasks += _breadth_first(regime, list(GENERATIVE_ARMS), SEEDS[:3])
     tasks += _score_tasks(GENERATIVE_ARMS)
     tasks += _combined_tasks()
-    tasks += [Task(STAGE1_LIM, lim_generator, [], {"stage": 1}), Task(ALIGNED_LIM, lim_generator, [STAGE1_LIM], {"stage": 2}),
-              Task(STAGE1_LIM_FLIPS, lim_generator, [], {"stage": 1, "flip_augment": True}),
-              Task(ALIGNED_LIM_FLIPS, lim_generator, [STAGE1_LIM_FLIPS], {"stage": 2, "flip_augment": True})]
-    for seed in LIM_INSTANCES:  # both generators again, interleaved: the first instances of each come first
-        tasks += [Task(f"{stage1}_i{seed}", lim_generator, [], {"stage": 1, "flip_augment": flips, "seed": seed})
-                  for stage1, flips in ((STAGE1_LIM, False), (STAGE1_LIM_FLIPS, True))]
-        tasks += [Task(f"{aligned}_i{seed}", lim_generator, [f"{stage1}_i{seed}"], {"stage": 2, "flip_augment": flips, "seed": seed})
-                  for stage1, aligned, flips in ((STAGE1_LIM, ALIGNED_LIM, False), (STAGE1_LIM_FLIPS, ALIGNED_LIM_FLIPS, True))]
+    # Both 100-pair generators (without and with flips), then again for each of LIM_INSTANCES (names end in _i<seed>).
+    for seed in (0, *LIM_INSTANCES):
+        suffix = f"_i{seed}" if seed else ""
+        generators = ((STAGE1_LIM + suffix, ALIGNED_LIM + suffix, False), (STAGE1_LIM_FLIPS + suffix, ALIGNED_LIM_FLIPS + suffix, True))
+        tasks += [Task(stage1, lim_generator, [], {"stage": 1, "flip_augment": flips, "seed": seed}) for stage1, _, flips in generators]
+        tasks += [Task(aligned, lim_generator, [stage1], {"stage": 2, "flip_augment": flips, "seed": seed, "init": stage1})
+                  for stage1, aligned, flips in generators]
     tasks += _synth_tasks("lim", LIM_GENERATIVE_ARMS) + _breadth_first("lim", list(LIM_GENERATIVE_ARMS), SEEDS)
     tasks += _score_tasks(LIM_GENERATIVE_ARMS)
     # The fundus shift: Drishti-GS (81 training pairs, already a small set: one regime) -> DRIONS-DB.
