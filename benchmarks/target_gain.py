@@ -102,6 +102,13 @@ LIM_GENERATIVE_ARMS: dict[str, dict[str, Any]] = {"gen_stage1": {"method": "gene
                                                   **{f"gen_aligned_{name}_i{seed}": {"method": "generate", "generator": f"{aligned}_i{seed}"}
                                                      for name, aligned in (("g100", ALIGNED_LIM), ("g100f", ALIGNED_LIM_FLIPS))
                                                      for seed in LIM_INSTANCES}}
+# A user may run two methods and train on both sets. The pooled arms put histogram matching's pairs (the 100-pair
+# regime's best cheap arm) and a generative arm's into one set, drawn from at the same synthetic share as any arm (so
+# each method gives half its dose): does what the generator adds (new images for the masks) add to what histogram
+# matching gives (real texture in the target's colours)?
+POOLED_ARMS: dict[str, dict[str, Any]] = {f"hist_and_{arm}": {"method": "pool", "of": ("hist", arm)}
+                                          for arm in ("gen_aligned_g100f", *(f"gen_aligned_g100f_i{seed}" for seed in LIM_INSTANCES),
+                                                      "tr_g100f_s07")}
 # "+ the best of these combined with FDA": FDA (beta 0.05) applied to the pairs of the generative arm with the best
 # mean paired gain over seeds 0-2 of the shift's first regime, chosen by the task ``choose_best`` once those runs are
 # in (a choice made on the target test set: the combined arm's number is optimistic by that selection; said in docs).
@@ -296,7 +303,8 @@ def downstream(work: Path, params: dict) -> dict:
 
 
 # Every arm but real only, in report order.
-ARM_SPECS: dict[str, dict[str, Any]] = {**CHEAP_ARMS, **GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC}
+ARM_SPECS: dict[str, dict[str, Any]] = {**CHEAP_ARMS, **GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC,
+                                   **POOLED_ARMS}
 
 
 def _arm_spec(arm: str) -> dict[str, Any]:
@@ -366,6 +374,22 @@ def synthesize(work: Path, params: dict) -> dict:
                 if not link.exists():
                     link.symlink_to(path.resolve())
     return {"pairs": len(pairs) * copies, "arm": _arm_spec(arm), **({"base": base.name} if base else {})}
+
+
+def pool_pairs(work: Path, params: dict) -> dict:
+    """WORK/<task>/pairs: links to every pair of the pooled arm's parts (their synth tasks), named <part>_<name>."""
+    spec, out = _arm_spec(params["arm"]), work / params["name"] / "pairs"
+    counts = {}
+    for part in spec["of"]:
+        source = work / f"synth_{params['regime']}_{part}" / "pairs"
+        for sub in ("images", "masks"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+            for path in sorted((source / sub).iterdir()):
+                link = out / sub / f"{part}_{path.name}"
+                if not link.exists():
+                    link.symlink_to(path.resolve())
+        counts[part] = len(list((source / "images").iterdir()))
+    return {"pairs": sum(counts.values()), "per_part": counts, "arm": spec}
 
 
 def score(work: Path, params: dict) -> dict:
@@ -568,6 +592,9 @@ def plan() -> list[Task]:
                   for stage1, aligned, flips in generators]
     tasks += _synth_tasks("lim", LIM_GENERATIVE_ARMS) + _breadth_first("lim", list(LIM_GENERATIVE_ARMS), SEEDS)
     tasks += _score_tasks(LIM_GENERATIVE_ARMS)
+    tasks += [Task(f"synth_lim_{arm}", pool_pairs, [f"synth_lim_{part}" for part in spec["of"]], {"regime": "lim", "arm": arm})
+              for arm, spec in POOLED_ARMS.items()]
+    tasks += _breadth_first("lim", list(POOLED_ARMS), SEEDS)
     # The fundus shift: Drishti-GS (81 training pairs, already a small set: one regime) -> DRIONS-DB.
     tasks += _calibration("fundus")
     tasks += [Task("fundus_evaluator", fundus_evaluator), Task("fundus_score_real", score, ["fundus_evaluator"], {"arm": "real", "shift": "fundus"})]
@@ -665,6 +692,7 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
               "tr_g100f_s07": "+ translation s 0.7 (aligned generator trained on the 100 pairs and their flips)",
               **{f"gen_aligned_g100{f}_i{seed}": f"+ aligned generation (100 pairs{' and their flips' if f else ''}; generator seed {seed})"
                  for f in ("", "f") for seed in LIM_INSTANCES}}
+ARM_LABELS.update({arm: f"+ histogram matching and {ARM_LABELS[spec['of'][1]][2:]}, pooled" for arm, spec in POOLED_ARMS.items()})
 
 
 def _seed_scores(work: Path, regime: str, arm: str, test: str = "clinicdb_test", shift: str = "polyp") -> dict[int, float]:
@@ -724,7 +752,7 @@ def best_against_cheap(work: Path, shift: str, regime: str, rows: list[dict[str,
     """The goal's second comparison: the AlignFlow arm with the largest gain against the cheap arm with the largest
     gain, paired. Both are picked on the target test set, the winners of several noisy arms each, so both gains are
     somewhat optimistic."""
-    generative = [row for row in rows if row["arm"] in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS}]
+    generative = [row for row in rows if row["arm"] in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, **POOLED_ARMS}]
     cheap = [row for row in rows if row["arm"] in CHEAP_ARMS]
     if not generative or not cheap:
         return None
@@ -750,6 +778,16 @@ def generator_instances(work: Path) -> dict[str, Any]:
     result["flips minus no flips, per instance"] = {
         seed: round(paired_difference(work, "polyp", "lim", f"gen_aligned_g100f{suffix}", f"gen_aligned_g100{suffix}")["mean"], 4)
         for seed, suffix in ((0, ""), *((seed, f"_i{seed}") for seed in LIM_INSTANCES))}
+    return result
+
+
+def pooled_arms(work: Path) -> dict[str, dict[str, Any]]:
+    """Each pooled arm's paired difference to real only, to histogram matching alone and to its generative part alone."""
+    result = {}
+    for arm, spec in POOLED_ARMS.items():
+        differences = {other: paired_difference(work, "polyp", "lim", arm, other) for other in ("real", *spec["of"])}
+        if differences["real"]["seeds"]:
+            result[arm] = {f"minus {other}": f"{d['mean']:+.4f} ± {_fmt(d['se'], 4)} ({d['seeds']} seeds)" for other, d in differences.items()}
     return result
 
 
@@ -885,6 +923,7 @@ def report(work: Path) -> None:
         if len({row["arm"] for row in pooled}) > 1:
             print(f"label-free predictors, {shift}, regimes pooled: {predictor_correlations(pooled)}")
     print(f"\n100-pair generators over their instances: {json.dumps(generator_instances(work), indent=1, default=str)}")
+    print(f"\npooled arms (100-pair regime): {json.dumps(pooled_arms(work), indent=1)}")
     generative_lim = [arm for arm in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS} if arm.startswith("gen_")]
     print(f"\ncopying of the training pairs (100-pair regime, first copy): {json.dumps(copying(work, generative_lim), indent=1)}")
     if len(strata) > 1:  # issue 17 item 6: over all arms of both shifts
