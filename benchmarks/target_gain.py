@@ -109,6 +109,10 @@ LIM_GENERATIVE_ARMS: dict[str, dict[str, Any]] = {"gen_stage1": {"method": "gene
 POOLED_ARMS: dict[str, dict[str, Any]] = {f"hist_and_{arm}": {"method": "pool", "of": ("hist", arm)}
                                           for arm in ("gen_aligned_g100f", *(f"gen_aligned_g100f_i{seed}" for seed in LIM_INSTANCES),
                                                       "tr_g100f_s07")}
+# Dose: a pooled arm gives each method half the dose it gets alone. At twice the share (half of every batch) each
+# method gets its quarter and the generator's pairs come on top of histogram matching's; histogram matching alone at
+# that share tells what the larger share does by itself. These arms train on another arm's pairs (``pairs_of``).
+SHARE_ARMS: dict[str, dict[str, Any]] = {f"{arm}_share50": {"pairs_of": arm, "share": 0.5} for arm in ("hist", "hist_and_tr_g100f_s07")}
 # "+ the best of these combined with FDA": FDA (beta 0.05) applied to the pairs of the generative arm with the best
 # mean paired gain over seeds 0-2 of the shift's first regime, chosen by the task ``choose_best`` once those runs are
 # in (a choice made on the target test set: the combined arm's number is optimistic by that selection; said in docs).
@@ -293,7 +297,7 @@ def downstream(work: Path, params: dict) -> dict:
     data = _data(work, shift)
     synthetic = str(work / params["synthetic"] / "pairs") if params.get("synthetic") else None
     config = DownstreamConfig(train=str(_train_folder(work, params["regime"], shift)), synthetic=synthetic,
-                              synthetic_share=SHARE if synthetic else None,
+                              synthetic_share=params.get("share", SHARE) if synthetic else None,
                               test={data.target_name: str(data.test), data.source_name: str(data.held_out)},
                               steps=_done(work, f"{_prefix(shift)}rule_{params['regime']}")["steps"], lr_schedule="constant",
                               test_time_flips=True, seed=params["seed"], out=str(work / params["name"] / "run"), **JUDGE)
@@ -304,7 +308,7 @@ def downstream(work: Path, params: dict) -> dict:
 
 # Every arm but real only, in report order.
 ARM_SPECS: dict[str, dict[str, Any]] = {**CHEAP_ARMS, **GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC,
-                                   **POOLED_ARMS}
+                                   **POOLED_ARMS, **SHARE_ARMS}
 
 
 def _arm_spec(arm: str) -> dict[str, Any]:
@@ -517,10 +521,12 @@ def lim_generator(work: Path, params: dict) -> dict:
 def _arm_tasks(regime: str, arm: str, seeds: tuple[int, ...] = SEEDS, shift: str = "polyp") -> list[Task]:
     """The arm's downstream runs for these seeds (after its synthetic pairs, unless real only)."""
     prefix = _prefix(shift)
-    synthetic = None if arm == "real" else f"{prefix}synth_{regime}_{arm}"
+    spec = {} if arm == "real" else _arm_spec(arm)
+    synthetic = None if arm == "real" else f"{prefix}synth_{regime}_{spec.get('pairs_of', arm)}"
     deps = [f"{prefix}rule_{regime}"] + ([synthetic] if synthetic else [])
-    return [Task(f"{prefix}down_{regime}_{arm}_s{seed}", downstream, deps,
-                 {"regime": regime, "seed": seed, "synthetic": synthetic, **({"shift": shift} if prefix else {})}) for seed in seeds]
+    extra = {key: spec[key] for key in ("share",) if key in spec} | ({"shift": shift} if prefix else {})
+    return [Task(f"{prefix}down_{regime}_{arm}_s{seed}", downstream, deps, {"regime": regime, "seed": seed, "synthetic": synthetic, **extra})
+            for seed in seeds]
 
 
 def _generator_deps(spec: dict[str, Any], shift: str) -> list[str]:
@@ -594,7 +600,7 @@ def plan() -> list[Task]:
     tasks += _score_tasks(LIM_GENERATIVE_ARMS)
     tasks += [Task(f"synth_lim_{arm}", pool_pairs, [f"synth_lim_{part}" for part in spec["of"]], {"regime": "lim", "arm": arm})
               for arm, spec in POOLED_ARMS.items()]
-    tasks += _breadth_first("lim", list(POOLED_ARMS), SEEDS)
+    tasks += _breadth_first("lim", list(POOLED_ARMS), SEEDS) + _breadth_first("lim", list(SHARE_ARMS), SEEDS)
     # The fundus shift: Drishti-GS (81 training pairs, already a small set: one regime) -> DRIONS-DB.
     tasks += _calibration("fundus")
     tasks += [Task("fundus_evaluator", fundus_evaluator), Task("fundus_score_real", score, ["fundus_evaluator"], {"arm": "real", "shift": "fundus"})]
@@ -693,6 +699,7 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
               **{f"gen_aligned_g100{f}_i{seed}": f"+ aligned generation (100 pairs{' and their flips' if f else ''}; generator seed {seed})"
                  for f in ("", "f") for seed in LIM_INSTANCES}}
 ARM_LABELS.update({arm: f"+ histogram matching and {ARM_LABELS[spec['of'][1]][2:]}, pooled" for arm, spec in POOLED_ARMS.items()})
+ARM_LABELS.update({arm: f"{ARM_LABELS[spec['pairs_of']]}, half of every batch" for arm, spec in SHARE_ARMS.items()})
 
 
 def _seed_scores(work: Path, regime: str, arm: str, test: str = "clinicdb_test", shift: str = "polyp") -> dict[int, float]:
@@ -752,8 +759,9 @@ def best_against_cheap(work: Path, shift: str, regime: str, rows: list[dict[str,
     """The goal's second comparison: the AlignFlow arm with the largest gain against the cheap arm with the largest
     gain, paired. Both are picked on the target test set, the winners of several noisy arms each, so both gains are
     somewhat optimistic."""
-    generative = [row for row in rows if row["arm"] in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, **POOLED_ARMS}]
-    cheap = [row for row in rows if row["arm"] in CHEAP_ARMS]
+    cheap_arms = {*CHEAP_ARMS, *(arm for arm, spec in SHARE_ARMS.items() if spec["pairs_of"] in CHEAP_ARMS)}
+    generative = [row for row in rows if row["arm"] not in cheap_arms | {"real", COMBINED_ARM}]
+    cheap = [row for row in rows if row["arm"] in cheap_arms]
     if not generative or not cheap:
         return None
     best, rival = (max(group, key=lambda row: row["gain"])["arm"] for group in (generative, cheap))
@@ -784,8 +792,10 @@ def generator_instances(work: Path) -> dict[str, Any]:
 def pooled_arms(work: Path) -> dict[str, dict[str, Any]]:
     """Each pooled arm's paired difference to real only, to histogram matching alone and to its generative part alone."""
     result = {}
-    for arm, spec in POOLED_ARMS.items():
-        differences = {other: paired_difference(work, "polyp", "lim", arm, other) for other in ("real", *spec["of"])}
+    parts = {arm: ("real", *spec["of"]) for arm, spec in POOLED_ARMS.items()}
+    parts |= {arm: ("real", spec["pairs_of"], "hist_share50") for arm, spec in SHARE_ARMS.items() if arm != "hist_share50"}
+    for arm, others in parts.items():
+        differences = {other: paired_difference(work, "polyp", "lim", arm, other) for other in others}
         if differences["real"]["seeds"]:
             result[arm] = {f"minus {other}": f"{d['mean']:+.4f} ± {_fmt(d['se'], 4)} ({d['seeds']} seeds)" for other, d in differences.items()}
     return result
