@@ -101,6 +101,8 @@ LIM_GENERATIVE_ARMS: dict[str, dict[str, Any]] = {"gen_stage1": {"method": "gene
                                                   "tr_g100f_s07": {"method": "translate", "generator": ALIGNED_LIM_FLIPS, "strength": 0.7},
                                                   **{f"gen_aligned_{name}_i{seed}": {"method": "generate", "generator": f"{aligned}_i{seed}"}
                                                      for name, aligned in (("g100", ALIGNED_LIM), ("g100f", ALIGNED_LIM_FLIPS))
+                                                     for seed in LIM_INSTANCES},
+                                                  **{f"tr_g100f_s07_i{seed}": {"method": "translate", "generator": f"{ALIGNED_LIM_FLIPS}_i{seed}", "strength": 0.7}
                                                      for seed in LIM_INSTANCES}}
 # A user may run two methods and train on both sets. The pooled arms put histogram matching's pairs (the 100-pair
 # regime's best cheap arm) and a generative arm's into one set, drawn from at the same synthetic share as any arm (so
@@ -108,7 +110,7 @@ LIM_GENERATIVE_ARMS: dict[str, dict[str, Any]] = {"gen_stage1": {"method": "gene
 # matching gives (real texture in the target's colours)?
 POOLED_ARMS: dict[str, dict[str, Any]] = {f"hist_and_{arm}": {"method": "pool", "of": ("hist", arm)}
                                           for arm in ("gen_aligned_g100f", *(f"gen_aligned_g100f_i{seed}" for seed in LIM_INSTANCES),
-                                                      "tr_g100f_s07")}
+                                                      "tr_g100f_s07", *(f"tr_g100f_s07_i{seed}" for seed in LIM_INSTANCES))}
 # Dose: a pooled arm gives each method half the dose it gets alone. At twice the share (half of every batch) each
 # method gets its quarter and the generator's pairs come on top of histogram matching's; histogram matching alone at
 # that share tells what the larger share does by itself. These arms train on another arm's pairs (``pairs_of``).
@@ -697,7 +699,8 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
               "gen_aligned_g100f": "+ aligned generation (generator trained on the 100 pairs and their flips)",
               "tr_g100f_s07": "+ translation s 0.7 (aligned generator trained on the 100 pairs and their flips)",
               **{f"gen_aligned_g100{f}_i{seed}": f"+ aligned generation (100 pairs{' and their flips' if f else ''}; generator seed {seed})"
-                 for f in ("", "f") for seed in LIM_INSTANCES}}
+                 for f in ("", "f") for seed in LIM_INSTANCES},
+              **{f"tr_g100f_s07_i{seed}": f"+ translation s 0.7 (100 pairs and their flips; generator seed {seed})" for seed in LIM_INSTANCES}}
 ARM_LABELS.update({arm: f"+ histogram matching and {ARM_LABELS[spec['of'][1]][2:]}, pooled" for arm, spec in POOLED_ARMS.items()})
 ARM_LABELS.update({arm: f"{ARM_LABELS[spec['pairs_of']]}, half of every batch" for arm, spec in SHARE_ARMS.items()})
 
