@@ -107,10 +107,11 @@ LIM_GENERATIVE_ARMS: dict[str, dict[str, Any]] = {"gen_stage1": {"method": "gene
 # A user may run two methods and train on both sets. The pooled arms put histogram matching's pairs (the 100-pair
 # regime's best cheap arm) and a generative arm's into one set, drawn from at the same synthetic share as any arm (so
 # each method gives half its dose): does what the generator adds (new images for the masks) add to what histogram
-# matching gives (real texture in the target's colours)?
+# matching gives (real texture in the target's colours)? Histogram matching pooled with the next cheap arms of the
+# regime (photometric, FDA 0.01) is the control: what pooling two sets gives without a generator.
 POOLED_ARMS: dict[str, dict[str, Any]] = {f"hist_and_{arm}": {"method": "pool", "of": ("hist", arm)}
                                           for arm in ("gen_aligned_g100f", *(f"gen_aligned_g100f_i{seed}" for seed in LIM_INSTANCES),
-                                                      "tr_g100f_s07", *(f"tr_g100f_s07_i{seed}" for seed in LIM_INSTANCES))}
+                                                      "tr_g100f_s07", *(f"tr_g100f_s07_i{seed}" for seed in LIM_INSTANCES), "photo", "fda01")}
 # Dose: a pooled arm gives each method half the dose it gets alone. At twice the share (half of every batch) each
 # method gets its quarter and the generator's pairs come on top of histogram matching's; histogram matching alone at
 # that share tells what the larger share does by itself. These arms train on another arm's pairs (``pairs_of``).
@@ -702,6 +703,7 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
                  for f in ("", "f") for seed in LIM_INSTANCES},
               **{f"tr_g100f_s07_i{seed}": f"+ translation s 0.7 (100 pairs and their flips; generator seed {seed})" for seed in LIM_INSTANCES}}
 ARM_LABELS.update({arm: f"+ histogram matching and {ARM_LABELS[spec['of'][1]][2:]}, pooled" for arm, spec in POOLED_ARMS.items()})
+ARM_LABELS["hist_and_photo"] = "+ histogram matching and photometric, pooled"
 ARM_LABELS.update({arm: f"{ARM_LABELS[spec['pairs_of']]}, half of every batch" for arm, spec in SHARE_ARMS.items()})
 
 
@@ -762,7 +764,8 @@ def best_against_cheap(work: Path, shift: str, regime: str, rows: list[dict[str,
     """The goal's second comparison: the AlignFlow arm with the largest gain against the cheap arm with the largest
     gain, paired. Both are picked on the target test set, the winners of several noisy arms each, so both gains are
     somewhat optimistic."""
-    cheap_arms = {*CHEAP_ARMS, *(arm for arm, spec in SHARE_ARMS.items() if spec["pairs_of"] in CHEAP_ARMS)}
+    cheap_arms = {*CHEAP_ARMS, *(arm for arm, spec in POOLED_ARMS.items() if set(spec["of"]) <= set(CHEAP_ARMS))}
+    cheap_arms |= {arm for arm, spec in SHARE_ARMS.items() if spec["pairs_of"] in cheap_arms}
     generative = [row for row in rows if row["arm"] not in cheap_arms | {"real", COMBINED_ARM}]
     cheap = [row for row in rows if row["arm"] in cheap_arms]
     if not generative or not cheap:
