@@ -708,7 +708,6 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
                  for f in ("", "f") for seed in LIM_INSTANCES},
               **{f"tr_g100f_s07_i{seed}": f"+ translation s 0.7 (100 pairs and their flips; generator seed {seed})" for seed in LIM_INSTANCES}}
 ARM_LABELS.update({arm: f"+ histogram matching and {ARM_LABELS[spec['of'][1]][2:]}, pooled" for arm, spec in POOLED_ARMS.items()})
-ARM_LABELS["hist_and_photo"] = "+ histogram matching and photometric, pooled"
 ARM_LABELS.update({arm: f"{ARM_LABELS[spec['pairs_of']]}, half of every batch" for arm, spec in SHARE_ARMS.items()})
 
 
