@@ -378,13 +378,19 @@ def synthesize(work: Path, params: dict) -> dict:
         out = folder / f"copy{copy}"
         if not (out / "manifest.json").exists():  # a finished copy is kept when the task is resumed
             _make_pairs(work, shift, arm, pairs, out, seed=1000 * (copy + 1), base=base and base / f"copy{copy}")
-        for sub in ("images", "masks"):
-            (folder / "pairs" / sub).mkdir(parents=True, exist_ok=True)
-            for path in sorted((out / sub).iterdir()):
-                link = folder / "pairs" / sub / f"c{copy}_{path.name}"
-                if not link.exists():
-                    link.symlink_to(path.resolve())
+        _link_pairs(out, folder / "pairs", f"c{copy}_")
     return {"pairs": len(pairs) * copies, "arm": _arm_spec(arm), **({"base": base.name} if base else {})}
+
+
+def _link_pairs(source: Path, out: Path, prefix: str) -> int:
+    """Links in ``out`` to every image and mask of the pairs folder ``source``, names prefixed (kept if there); the count."""
+    for sub in ("images", "masks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for path in sorted((source / sub).iterdir()):
+            link = out / sub / f"{prefix}{path.name}"
+            if not link.exists():
+                link.symlink_to(path.resolve())
+    return len(list((source / "images").iterdir()))
 
 
 def pool_pairs(work: Path, params: dict) -> dict:
@@ -392,14 +398,7 @@ def pool_pairs(work: Path, params: dict) -> dict:
     spec, out = _arm_spec(params["arm"]), work / params["name"] / "pairs"
     counts = {}
     for part in spec["of"]:
-        source = work / f"synth_{params['regime']}_{part}" / "pairs"
-        for sub in ("images", "masks"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-            for path in sorted((source / sub).iterdir()):
-                link = out / sub / f"{part}_{path.name}"
-                if not link.exists():
-                    link.symlink_to(path.resolve())
-        counts[part] = len(list((source / "images").iterdir()))
+        counts[part] = _link_pairs(work / f"synth_{params['regime']}_{part}" / "pairs", out, f"{part}_")
     return {"pairs": sum(counts.values()), "per_part": counts, "arm": spec}
 
 
