@@ -116,6 +116,14 @@ POOLED_ARMS: dict[str, dict[str, Any]] = {f"hist_and_{arm}": {"method": "pool", 
 # method gets its quarter and the generator's pairs come on top of histogram matching's; histogram matching alone at
 # that share tells what the larger share does by itself. These arms train on another arm's pairs (``pairs_of``).
 SHARE_ARMS: dict[str, dict[str, Any]] = {f"{arm}_share50": {"pairs_of": arm, "share": 0.5} for arm in ("hist", "hist_and_tr_g100f_s07")}
+# The fundus shift's pooled arms: its best cheap arm (FDA 0.09) with each of its generative arms, and with photometric
+# pairs as the control (as histogram matching is pooled on the polyp shift's 100 pairs).
+FUNDUS_POOLED_ARMS: dict[str, dict[str, Any]] = {f"fda09_and_{arm}": {"method": "pool", "of": ("fda09", arm)}
+                                                 for arm in ("tr_stage1_s05", "tr_aligned_s05", "gen_aligned", "photo")}
+# Not an augmentation method: the 10 reference images with their target labels, drawn from at the same share. It is
+# what a user gets by labelling the references instead (a few minutes in napari's labels layer), and it bounds what
+# target-looking images can give: they carry the target's labelling as well as its look.
+LABELLED_REFERENCES = "labelled_refs"
 # The goal's comparison for a 100-pair user (pooled translation, both generator instances, against histogram matching
 # and real only) with more judge seeds: at its first margin (+0.015, per-seed sd 0.022) 2 SE needs about 9 seeds.
 EXTRA_SEEDS = (5, 6, 7, 8)
@@ -160,6 +168,7 @@ class ShiftData:
     held_out: Path  # labelled source pairs for learning curves and scores (never trained on)
     test: Path  # labelled target test pairs
     references: list[Path]  # the 10 unlabelled target images a user holds
+    reference_pairs: Path  # the labelled target pairs the references were drawn from (for LABELLED_REFERENCES only)
     source_name: str  # test-set names in results
     target_name: str
     root: Path  # where regime folders are linked
@@ -185,7 +194,7 @@ def _data(work: Path, shift: str) -> ShiftData:
     if shift == "polyp":
         splits = _splits(work)
         return ShiftData(splits["train"], splits["held_out"], splits["test_pairs"], _references(work, REFERENCES),
-                         "kvasir_held_out", "clinicdb_test", work)
+                         splits["pool_pairs"], "kvasir_held_out", "clinicdb_test", work)
     return _fundus_data(work)
 
 
@@ -206,7 +215,7 @@ def _fundus_data(work: Path) -> ShiftData:
     test = [pair for pair in scan_dataset(drions).pairs if pair.image.name not in chosen]
     return ShiftData(link_split([drishti[i] for i in training], root / "drishti_train"),
                      link_split([drishti[i] for i in held_out], root / "drishti_held_out"),
-                     link_split(test, root / "drions_test"), references, "drishti_held_out", "drions_test", root)
+                     link_split(test, root / "drions_test"), references, drions, "drishti_held_out", "drions_test", root)
 
 
 def _drishti_disc(source: Path, out: Path) -> Path:
@@ -250,6 +259,19 @@ def _drions_roi(source: Path, out: Path) -> Path:
     (out / "roi.json").write_text(json.dumps({"side_px_of_256": side, "resized_to": FUNDUS_ROI_SIZE}))
     (out / "done").touch()
     return out
+
+
+def _labelled_references(work: Path, shift: str) -> Path:
+    """The 10 references with their target masks, linked into <target>_references (e.g. drions_references)."""
+    from kvasir_to_clinicdb import link_split
+
+    from alignflow.data import scan_dataset
+
+    data = _data(work, shift)
+    chosen = {Path(path).name for path in data.references}
+    pairs = [pair for pair in scan_dataset(data.reference_pairs).pairs if pair.image.name in chosen]
+    assert len(pairs) == len(chosen), f"labels found for {len(pairs)} of the {len(chosen)} references in {data.reference_pairs}"
+    return link_split(pairs, data.root / f"{data.target_name.split('_')[0]}_references")
 
 
 def _train_folder(work: Path, regime: str, shift: str = "polyp") -> Path:
@@ -315,7 +337,7 @@ def downstream(work: Path, params: dict) -> dict:
 
 # Every arm but real only, in report order.
 ARM_SPECS: dict[str, dict[str, Any]] = {**CHEAP_ARMS, **GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC,
-                                   **POOLED_ARMS, **SHARE_ARMS}
+                                   **POOLED_ARMS, **SHARE_ARMS, **FUNDUS_POOLED_ARMS, LABELLED_REFERENCES: {"method": "references"}}
 
 
 def _arm_spec(arm: str) -> dict[str, Any]:
@@ -367,6 +389,8 @@ def _copies(shift: str, regime: str) -> int:
 def synthesize(work: Path, params: dict) -> dict:
     """WORK/<task>/pairs: the arm's pairs for a regime (several copies: seeds 1000, 2000, ..., stems c<k>_...)."""
     shift, regime, arm, folder = params.get("shift", "polyp"), params["regime"], params["arm"], work / params["name"]
+    if arm == LABELLED_REFERENCES:
+        return {"pairs": _link_pairs(_labelled_references(work, shift), folder / "pairs", ""), "arm": _arm_spec(arm)}
     pairs = _training_subset(work, regime, shift)
     copies = _copies(shift, regime)
     base = work / f"{_prefix(shift)}synth_{regime}_{_best_arm(work, shift)}" if "on" in _arm_spec(arm) else None
@@ -395,10 +419,10 @@ def _link_pairs(source: Path, out: Path, prefix: str) -> int:
 
 def pool_pairs(work: Path, params: dict) -> dict:
     """WORK/<task>/pairs: links to every pair of the pooled arm's parts (their synth tasks), named <part>_<name>."""
-    spec, out = _arm_spec(params["arm"]), work / params["name"] / "pairs"
+    spec, out, prefix = _arm_spec(params["arm"]), work / params["name"] / "pairs", _prefix(params.get("shift", "polyp"))
     counts = {}
     for part in spec["of"]:
-        counts[part] = _link_pairs(work / f"synth_{params['regime']}_{part}" / "pairs", out, f"{part}_")
+        counts[part] = _link_pairs(work / f"{prefix}synth_{params['regime']}_{part}" / "pairs", out, f"{part}_")
     return {"pairs": sum(counts.values()), "per_part": counts, "arm": spec}
 
 
@@ -483,15 +507,10 @@ def align_translation(work: Path, params: dict) -> dict:
 
 def fundus_evaluator(work: Path, params: dict) -> dict:
     """The fundus benchmark evaluator: polyp_shift's recipe on Drishti-GS (disc) + the 10 labelled DRIONS references."""
-    from kvasir_to_clinicdb import link_split
-
-    from alignflow.data import scan_dataset
     from alignflow.fidelity.training import EvaluatorTrainConfig, train_evaluator
 
     data = _data(work, "fundus")
-    chosen = {path.name for path in data.references}
-    labelled = link_split([p for p in scan_dataset(data.root / "drions_roi").pairs if p.image.name in chosen], data.root / "drions_references")
-    config = EvaluatorTrainConfig(source=str(data.train), target=str(labelled), out=str(work / params["name"]), role="evaluator",
+    config = EvaluatorTrainConfig(source=str(data.train), target=str(_labelled_references(work, "fundus")), out=str(work / params["name"]), role="evaluator",
                                   steps=420, batch_size=16, device="cpu")
     return {"folder": str(train_evaluator(config, resume=True))}
 
@@ -619,6 +638,12 @@ def plan() -> list[Task]:
     tasks += _synth_tasks("full", GENERATIVE_ARMS, "fundus") + _breadth_first("full", list(GENERATIVE_ARMS), SEEDS[:3], "fundus")
     tasks += _score_tasks(GENERATIVE_ARMS, "fundus")
     tasks += _combined_tasks("fundus")
+    tasks += [Task(f"fundus_synth_full_{arm}", pool_pairs, [f"fundus_synth_full_{part}" for part in spec["of"]],
+                   {"regime": "full", "arm": arm, "shift": "fundus"}) for arm, spec in FUNDUS_POOLED_ARMS.items()]
+    tasks += _synth_tasks("full", {LABELLED_REFERENCES: ARM_SPECS[LABELLED_REFERENCES]}, "fundus")
+    tasks += _synth_tasks("lim", {LABELLED_REFERENCES: ARM_SPECS[LABELLED_REFERENCES]})
+    tasks += _breadth_first("full", [*FUNDUS_POOLED_ARMS, LABELLED_REFERENCES], SEEDS, "fundus")
+    tasks += _breadth_first("lim", [LABELLED_REFERENCES], SEEDS)
     for regime in ("full", "lim"):
         tasks += _breadth_first(regime, [*CHEAP_ARMS, *GENERATIVE_ARMS], SEEDS[3:])
     tasks += _breadth_first("full", [*CHEAP_ARMS, *GENERATIVE_ARMS], SEEDS[3:], "fundus")
@@ -706,7 +731,9 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
               **{f"gen_aligned_g100{f}_i{seed}": f"+ aligned generation (100 pairs{' and their flips' if f else ''}; generator seed {seed})"
                  for f in ("", "f") for seed in LIM_INSTANCES},
               **{f"tr_g100f_s07_i{seed}": f"+ translation s 0.7 (100 pairs and their flips; generator seed {seed})" for seed in LIM_INSTANCES}}
-ARM_LABELS.update({arm: f"+ histogram matching and {ARM_LABELS[spec['of'][1]][2:]}, pooled" for arm, spec in POOLED_ARMS.items()})
+ARM_LABELS.update({arm: f"{ARM_LABELS[spec['of'][0]]} and {ARM_LABELS[spec['of'][1]][2:]}, pooled"
+                   for arm, spec in {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}.items()})
+ARM_LABELS[LABELLED_REFERENCES] = "+ the 10 references with their target labels (not a method: labelling them)"
 ARM_LABELS.update({arm: f"{ARM_LABELS[spec['pairs_of']]}, half of every batch" for arm, spec in SHARE_ARMS.items()})
 
 
@@ -768,9 +795,10 @@ def best_against_cheap(work: Path, shift: str, regime: str, rows: list[dict[str,
     """The goal's second comparison: the AlignFlow arm with the largest gain against the cheap arm with the largest
     gain, paired. Both are picked on the target test set, the winners of several noisy arms each, so both gains are
     somewhat optimistic."""
-    cheap_arms = {*CHEAP_ARMS, *(arm for arm, spec in POOLED_ARMS.items() if set(spec["of"]) <= set(CHEAP_ARMS))}
+    pooled = {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}
+    cheap_arms = {*CHEAP_ARMS, *(arm for arm, spec in pooled.items() if set(spec["of"]) <= set(CHEAP_ARMS))}
     cheap_arms |= {arm for arm, spec in SHARE_ARMS.items() if spec["pairs_of"] in cheap_arms}
-    generative = [row for row in rows if row["arm"] not in cheap_arms | {"real", COMBINED_ARM}]
+    generative = [row for row in rows if row["arm"] not in cheap_arms | {"real", COMBINED_ARM, LABELLED_REFERENCES}]
     cheap = [row for row in rows if row["arm"] in cheap_arms]
     if not generative or not cheap:
         return None
@@ -799,13 +827,18 @@ def generator_instances(work: Path) -> dict[str, Any]:
     return result
 
 
-def pooled_arms(work: Path) -> dict[str, dict[str, Any]]:
-    """Each pooled arm's paired difference to real only, to histogram matching alone and to its generative part alone."""
+def pooled_arms(work: Path, shift: str) -> dict[str, dict[str, Any]]:
+    """Each pooled arm's paired difference to real only and to each of its parts alone (the 100-pair regime of the
+    polyp shift, the fundus shift's one regime)."""
     result = {}
-    parts = {arm: ("real", *spec["of"]) for arm, spec in POOLED_ARMS.items()}
-    parts |= {arm: ("real", spec["pairs_of"], "hist_share50") for arm, spec in SHARE_ARMS.items() if arm != "hist_share50"}
+    if shift == "polyp":
+        parts = {arm: ("real", *spec["of"]) for arm, spec in POOLED_ARMS.items()}
+        parts |= {arm: ("real", spec["pairs_of"], "hist_share50") for arm, spec in SHARE_ARMS.items() if arm != "hist_share50"}
+    else:
+        parts = {arm: ("real", *spec["of"]) for arm, spec in FUNDUS_POOLED_ARMS.items()}
+    regime = "lim" if shift == "polyp" else "full"
     for arm, others in parts.items():
-        differences = {other: paired_difference(work, "polyp", "lim", arm, other) for other in others}
+        differences = {other: paired_difference(work, shift, regime, arm, other) for other in others}
         if differences["real"]["seeds"]:
             result[arm] = {f"minus {other}": f"{d['mean']:+.4f} ± {_fmt(d['se'], 4)} ({d['seeds']} seeds)" for other, d in differences.items()}
     return result
@@ -957,7 +990,8 @@ def report(work: Path) -> None:
         if len({row["arm"] for row in pooled}) > 1:
             print(f"label-free predictors, {shift}, regimes pooled: {predictor_correlations(pooled)}")
     print(f"\n100-pair generators over their instances: {json.dumps(generator_instances(work), indent=1, default=str)}")
-    print(f"\npooled arms (100-pair regime): {json.dumps(pooled_arms(work), indent=1)}")
+    for shift in SHIFTS:
+        print(f"\npooled arms ({shift}): {json.dumps(pooled_arms(work, shift), indent=1)}")
     print(f"the goal's comparison with judge seeds {SEEDS + EXTRA_SEEDS}: {json.dumps(goal_with_more_seeds(work), indent=1)}")
     generative_lim = [arm for arm in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS} if arm.startswith("gen_")]
     print(f"\ncopying of the training pairs (100-pair regime, first copy): {json.dumps(copying(work, generative_lim), indent=1)}")
