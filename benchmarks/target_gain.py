@@ -124,6 +124,14 @@ FUNDUS_POOLED_ARMS: dict[str, dict[str, Any]] = {f"fda09_and_{arm}": {"method": 
 # what a user gets by labelling the references instead (a few minutes in napari's labels layer), and it bounds what
 # target-looking images can give: they carry the target's labelling as well as its look.
 LABELLED_REFERENCES = "labelled_refs"
+# A user who labels the references can still add pairs: each pool below gives every part the same share of the
+# synthetic quarter ("balanced": the 10 labelled references are repeated to the size of the largest part), so the
+# labelled references with and without the best cheap arm, and with and without the generator's translations, tell
+# whether the generator adds to labelling.
+POOLED_ARMS.update({f"refs_and_{'_and_'.join(parts)}": {"method": "pool", "of": (LABELLED_REFERENCES, *parts), "balanced": True}
+                    for parts in (("hist",), ("hist", "tr_g100f_s07"), *(("hist", f"tr_g100f_s07_i{seed}") for seed in LIM_INSTANCES))})
+FUNDUS_POOLED_ARMS.update({f"refs_and_{'_and_'.join(parts)}": {"method": "pool", "of": (LABELLED_REFERENCES, *parts), "balanced": True}
+                           for parts in (("fda09",), ("fda09", "tr_stage1_s05"))})
 # The goal's comparison for a 100-pair user (pooled translation, both generator instances, against histogram matching
 # and real only) with more judge seeds: at its first margin (+0.015, per-seed sd 0.022) 2 SE needs about 9 seeds.
 EXTRA_SEEDS = (5, 6, 7, 8)
@@ -418,11 +426,17 @@ def _link_pairs(source: Path, out: Path, prefix: str) -> int:
 
 
 def pool_pairs(work: Path, params: dict) -> dict:
-    """WORK/<task>/pairs: links to every pair of the pooled arm's parts (their synth tasks), named <part>_<name>."""
+    """WORK/<task>/pairs: links to every pair of the pooled arm's parts (their synth tasks), named <part>_<name>; a
+    "balanced" pool links each part ceil(largest / its size) times (<part>_r<k>_<name>), so every part gets about
+    the same share of the draws."""
     spec, out, prefix = _arm_spec(params["arm"]), work / params["name"] / "pairs", _prefix(params.get("shift", "polyp"))
+    folders = {part: work / f"{prefix}synth_{params['regime']}_{part}" / "pairs" for part in spec["of"]}
+    sizes = {part: len(list((folder / "images").iterdir())) for part, folder in folders.items()}
     counts = {}
-    for part in spec["of"]:
-        counts[part] = _link_pairs(work / f"{prefix}synth_{params['regime']}_{part}" / "pairs", out, f"{part}_")
+    for part, folder in folders.items():
+        repeats = math.ceil(max(sizes.values()) / sizes[part]) if spec.get("balanced") else 1
+        names = [f"{part}_"] if repeats == 1 else [f"{part}_r{k}_" for k in range(repeats)]
+        counts[part] = sum(_link_pairs(folder, out, name) for name in names)
     return {"pairs": sum(counts.values()), "per_part": counts, "arm": spec}
 
 
@@ -731,9 +745,9 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
               **{f"gen_aligned_g100{f}_i{seed}": f"+ aligned generation (100 pairs{' and their flips' if f else ''}; generator seed {seed})"
                  for f in ("", "f") for seed in LIM_INSTANCES},
               **{f"tr_g100f_s07_i{seed}": f"+ translation s 0.7 (100 pairs and their flips; generator seed {seed})" for seed in LIM_INSTANCES}}
-ARM_LABELS.update({arm: f"{ARM_LABELS[spec['of'][0]]} and {ARM_LABELS[spec['of'][1]][2:]}, pooled"
-                   for arm, spec in {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}.items()})
 ARM_LABELS[LABELLED_REFERENCES] = "+ the 10 references with their target labels (not a method: labelling them)"
+ARM_LABELS.update({arm: f"{ARM_LABELS[spec['of'][0]]} and {' and '.join(ARM_LABELS[part][2:] for part in spec['of'][1:])}, pooled"
+                   + (" (equal shares)" if spec.get("balanced") else "") for arm, spec in {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}.items()})
 ARM_LABELS.update({arm: f"{ARM_LABELS[spec['pairs_of']]}, half of every batch" for arm, spec in SHARE_ARMS.items()})
 
 
@@ -798,7 +812,8 @@ def best_against_cheap(work: Path, shift: str, regime: str, rows: list[dict[str,
     pooled = {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}
     cheap_arms = {*CHEAP_ARMS, *(arm for arm, spec in pooled.items() if set(spec["of"]) <= set(CHEAP_ARMS))}
     cheap_arms |= {arm for arm, spec in SHARE_ARMS.items() if spec["pairs_of"] in cheap_arms}
-    generative = [row for row in rows if row["arm"] not in cheap_arms | {"real", COMBINED_ARM, LABELLED_REFERENCES}]
+    labelled = {LABELLED_REFERENCES, *(arm for arm, spec in pooled.items() if LABELLED_REFERENCES in spec["of"])}
+    generative = [row for row in rows if row["arm"] not in cheap_arms | labelled | {"real", COMBINED_ARM}]
     cheap = [row for row in rows if row["arm"] in cheap_arms]
     if not generative or not cheap:
         return None
