@@ -746,7 +746,8 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
                  for f in ("", "f") for seed in LIM_INSTANCES},
               **{f"tr_g100f_s07_i{seed}": f"+ translation s 0.7 (100 pairs and their flips; generator seed {seed})" for seed in LIM_INSTANCES}}
 ARM_LABELS[LABELLED_REFERENCES] = "+ the 10 references with their target labels (not a method: labelling them)"
-ARM_LABELS.update({arm: f"{ARM_LABELS[spec['of'][0]]} and {' and '.join(ARM_LABELS[part][2:] for part in spec['of'][1:])}, pooled"
+_PART_LABELS = {**ARM_LABELS, LABELLED_REFERENCES: "+ the 10 labelled references"}
+ARM_LABELS.update({arm: f"{_PART_LABELS[spec['of'][0]]} and {' and '.join(_PART_LABELS[part][2:] for part in spec['of'][1:])}, pooled"
                    + (" (equal shares)" if spec.get("balanced") else "") for arm, spec in {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}.items()})
 ARM_LABELS.update({arm: f"{ARM_LABELS[spec['pairs_of']]}, half of every batch" for arm, spec in SHARE_ARMS.items()})
 
