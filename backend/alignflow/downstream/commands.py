@@ -14,9 +14,11 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
         "evaluate-segmentation", argument_default=argparse.SUPPRESS,
         help="train UNet / SegFormer / MedFlowSeg on real (+ synthetic) pairs; Dice, IoU and HD95 on test sets")
     parser.add_argument("--train", help="labelled real pairs: a folder with images/ and masks/")
-    parser.add_argument("--synthetic", help="synthetic pairs in the same layout (alignflow generate, export --format folders)")
+    parser.add_argument("--synthetic", nargs="+",
+                        help="synthetic pairs in the same layout (alignflow generate, export --format folders); several folders "
+                             "(e.g. two methods' sets, or labelled target images) each get an equal share of the synthetic draws")
     parser.add_argument("--synthetic-share", type=float,
-                        help="fraction of every batch drawn from --synthetic, in [0, 1) (default: uniform over real + synthetic)")
+                        help="fraction of every batch drawn from --synthetic (all its folders), in [0, 1) (default: uniform over real + synthetic)")
     parser.add_argument("--pretrain-synthetic-steps", type=int, help="first train this many steps on synthetic pairs only")
     parser.add_argument("--feedback-generator", help="a trained generator for Generative Feedback (with --w-feedback)")
     parser.add_argument("--w-feedback", type=float, help="weight of the Generative Feedback loss (default 0 = off; the paper uses 1)")
@@ -84,6 +86,8 @@ def _run_evaluate_segmentation(args: argparse.Namespace) -> int:
     from alignflow.runs.outputs import check_not_inputs
 
     values = read_options(args, drop=("resume",))
+    if isinstance(values.get("synthetic"), list) and len(values["synthetic"]) == 1:
+        values["synthetic"] = values["synthetic"][0]  # one folder stays a string, as in configs and stored results
     for key in ("test", "validation"):
         if key in values:
             values[key] = parse_test_sets(values[key], f"--{key}")

@@ -34,6 +34,9 @@ class DownstreamConfig(DictConfig):
     ``synthetic_share``: None draws every batch uniformly from the union of real and synthetic pairs; a fraction s
     in [0, 1) makes s of every batch synthetic (in expectation when s x batch_size is not a whole number).
     ``pretrain_synthetic_steps``: first this many steps on synthetic pairs only, then ``steps`` on the mix.
+    ``synthetic`` may name several folders (say, histogram-matched pairs, translated pairs and a few labelled target
+    images): each then gets an equal share of the synthetic draws, a smaller set's pairs repeated to the size of the
+    largest (docs/benchmarks.md, "Pooling on the fundus shift, and labelling the references").
 
     The precise judge (docs/downstream.md, "Comparing arms"): ``lr_schedule`` cosine with ``warmup_steps``, an EMA
     of the weights (``ema_decay``; the EMA is what is exported and scored), ``paired_batches`` (batches and flips
@@ -51,7 +54,7 @@ class DownstreamConfig(DictConfig):
     train: str = ""  # labelled real pairs: a folder with images/ and masks/
     test: dict[str, str] = field(default_factory=dict)  # test set name -> labelled folder
     out: str = ""  # output folder: splits.json, results.json, the run and the trained model
-    synthetic: str | None = None  # synthetic pairs in the same layout (alignflow generate / export --format folders)
+    synthetic: str | list[str] | None = None  # synthetic pairs in the same layout (alignflow generate / export --format folders)
     synthetic_share: float | None = None
     pretrain_synthetic_steps: int = 0
     # Generative Feedback (free-lunch paper, Eq. 10-11; downstream/feedback.py): a trained generator judges the
@@ -99,6 +102,7 @@ class DownstreamConfig(DictConfig):
                     raise InputError(f"--test {name}={folder}", f"a labelled dataset folder with images/ and masks/ (no {sub}/ found)")
         if self.model not in MODELS:
             raise InputError("--model", f"one of {', '.join(MODELS)}", repr(self.model))
+        self._validate_synthetic_folders()
         if self.synthetic_share is not None:
             if not 0.0 <= float(self.synthetic_share) < 1.0:
                 raise InputError("--synthetic-share", "a fraction in [0, 1) (or none: uniform over real + synthetic)", str(self.synthetic_share))
@@ -164,6 +168,22 @@ class DownstreamConfig(DictConfig):
         used = [flag for flag, on in judge.items() if on]
         if used and self.model == "medflowseg":
             raise InputError(used[0], "its default for --model medflowseg (MedFlowSeg's own trainer has its own EMA and schedule)", "set")
+
+    def _validate_synthetic_folders(self) -> None:
+        folders = self.synthetic_folders
+        if self.synthetic is not None and not isinstance(self.synthetic, str) and (
+                not isinstance(self.synthetic, list) or not folders or not all(isinstance(folder, str) and folder for folder in folders)):
+            raise InputError("--synthetic", "one folder of synthetic pairs, or a list of folders", repr(self.synthetic))
+        repeated = sorted({folder for folder in folders if folders.count(folder) > 1})
+        if repeated:
+            raise InputError("--synthetic", "each folder once (every folder gets an equal share of the draws)", f"{repeated[0]} twice")
+
+    @property
+    def synthetic_folders(self) -> list[str]:
+        """The synthetic folders: none, the one of ``synthetic``, or its list."""
+        if not self.synthetic:
+            return []
+        return [self.synthetic] if isinstance(self.synthetic, str) else list(self.synthetic)
 
     def learning_rate_at(self, step: int) -> float:
         """The learning rate of optimisation step ``step`` (1, 2, ... total_steps): linear warm-up to ``lr`` over

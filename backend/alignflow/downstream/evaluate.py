@@ -16,6 +16,7 @@ of that square.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -60,16 +61,18 @@ def evaluate_segmentation(config: DownstreamConfig, listeners: list[Listener] | 
     resume = resume or rescore  # the trained model is there: the run returns it, and it is scored again
     if not resume and (out / "config.json").exists():
         raise InputError(out, "a new output folder (this one holds an unfinished evaluation: add --resume to continue it, or choose another --out)")
-    train, synthetic = scan_dataset(Path(config.train)), scan_dataset(Path(config.synthetic)) if config.synthetic else None
+    train = scan_dataset(Path(config.train))
+    synthetic = [scan_dataset(Path(folder)) for folder in config.synthetic_folders]
     tests = {name: _scan_test(name, folder) for name, folder in config.test.items()}
     validation = {name: _scan_test(name, folder, "--validation") for name, folder in config.validation.items()}
-    num_classes = max(folder.num_classes for folder in [train, *([synthetic] if synthetic else []), *tests.values(), *validation.values()])
+    num_classes = max(folder.num_classes for folder in [train, *synthetic, *tests.values(), *validation.values()])
     train_count = _count(train, config.max_pairs)
-    synthetic_count = _count(synthetic, config.max_pairs) if synthetic else 0
-    _write_splits(out, config, train, train_count, synthetic, synthetic_count, tests, resume, validation)
+    synthetic_counts = [_count(folder, config.max_pairs) for folder in synthetic]
+    synthetic_count = sum(synthetic_counts)
+    _write_splits(out, config, train, train_count, synthetic, synthetic_counts, tests, resume, validation)
     pairs = TrainingPairs(*load_pairs(train, config.resolution, range(train_count)),
-                          *(load_pairs(synthetic, config.resolution, range(synthetic_count)) if synthetic
-                            else _no_pairs(config.resolution)), num_classes,
+                          *equal_shares([load_pairs(folder, config.resolution, range(count)) for folder, count in zip(synthetic, synthetic_counts)],
+                                        config.resolution), num_classes,
                           {name: load_pairs(folder, config.resolution) for name, folder in validation.items()})
     if config.model == "medflowseg":
         predict, model_folder = _train_medflowseg(config, pairs, listeners, resume)
@@ -110,8 +113,12 @@ def _comparable(config: DownstreamConfig | dict[str, Any]) -> dict[str, Any]:
     result belongs to a config however its folders were spelled (results stored with relative paths included)."""
     # Options added since a result was stored count as their defaults (which is what that run used).
     values = json.loads(json.dumps({**_defaults(), **(config if isinstance(config, dict) else config.to_dict())}, default=str))
+    if isinstance(values.get("synthetic"), list) and len(values["synthetic"]) == 1:
+        values["synthetic"] = values["synthetic"][0]  # one folder, however it was given
     for key in ("train", "synthetic", "feedback_generator"):
-        if values.get(key):
+        if isinstance(values.get(key), list):
+            values[key] = [str(Path(folder).resolve()) for folder in values[key]]
+        elif values.get(key):
             values[key] = str(Path(values[key]).resolve())
     for key in ("test", "validation"):
         if isinstance(values.get(key), dict):
@@ -150,15 +157,28 @@ def _no_pairs(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(0, 3, resolution, resolution), torch.zeros(0, resolution, resolution, dtype=torch.long)
 
 
+def equal_shares(sets: list[tuple[torch.Tensor, torch.Tensor]], resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pool of synthetic (images, masks) in which every set has about the same number of pairs: each set is
+    repeated ceil(largest / its size) times, so a batch draws from each about equally (one set: itself)."""
+    if not sets:
+        return _no_pairs(resolution)
+    largest = max(len(images) for images, _ in sets)
+    repeats = [math.ceil(largest / len(images)) if len(sets) > 1 else 1 for images, _ in sets]
+    return (torch.cat([images.repeat(count, 1, 1, 1) for (images, _), count in zip(sets, repeats)]),
+            torch.cat([masks.repeat(count, 1, 1) for (_, masks), count in zip(sets, repeats)]))
+
+
 def _files(folder: SegmentationFolder, count: int) -> list[dict[str, str]]:
     return [{"stem": pair.stem, "image": str(pair.image.resolve()), "mask": str(pair.mask.resolve())} for pair in folder.pairs[:count]]
 
 
 def _write_splits(out: Path, config: DownstreamConfig, train: SegmentationFolder, train_count: int,
-                  synthetic: SegmentationFolder | None, synthetic_count: int, tests: dict[str, SegmentationFolder], resume: bool,
+                  synthetic: list[SegmentationFolder], synthetic_counts: list[int], tests: dict[str, SegmentationFolder], resume: bool,
                   validation: dict[str, SegmentationFolder]) -> None:
-    """OUT/splits.json; a resumed run must find the same files it started with."""
-    splits = {"train": _files(train, train_count), "synthetic": _files(synthetic, synthetic_count) if synthetic else [],
+    """OUT/splits.json (the synthetic files of every folder, in order, each once); a resumed run must find the same
+    files it started with."""
+    splits = {"train": _files(train, train_count),
+              "synthetic": [row for folder, count in zip(synthetic, synthetic_counts) for row in _files(folder, count)],
               "test": {name: _files(folder, len(folder)) for name, folder in tests.items()}}
     if validation:
         splits["validation"] = {name: _files(folder, len(folder)) for name, folder in validation.items()}

@@ -7,6 +7,7 @@ import torch
 
 from alignflow.cli import main
 from alignflow.downstream import DownstreamConfig, evaluate_segmentation
+from alignflow.downstream.evaluate import equal_shares
 from alignflow.downstream.models import load_model
 from alignflow.errors import InputError
 from alignflow.runs.events import read_events
@@ -50,6 +51,43 @@ def test_unet_run_writes_splits_and_results_and_honours_the_share(tmp_path, kvas
     respelled = DownstreamConfig.from_dict({**config.to_dict(), "train": str(kvasir_train / "images" / "..")})
     assert evaluate_segmentation(respelled) == results
     assert (tmp_path / "run" / "events.jsonl").read_text() == events_before
+
+
+def test_several_synthetic_folders_get_equal_shares(tmp_path, kvasir_train, kvasir_test, synthetic_pairs, capsys):
+    """Two folders of 4 and 2 pairs (say, a method's set and a few labelled target images): the smaller one is
+    repeated, so the trainer draws from a pool of 4 + 2 x 2; splits.json lists each file once."""
+    labelled = tmp_path / "labelled_target"
+    for sub in ("images", "masks"):
+        (labelled / sub).mkdir(parents=True)
+        for path in sorted((kvasir_test / sub).iterdir())[:2]:
+            (labelled / sub / path.name).symlink_to(path)
+    config = tiny(tmp_path / "run", kvasir_train, kvasir_test, synthetic=[str(synthetic_pairs), str(labelled)], synthetic_share=0.5)
+    results = evaluate_segmentation(config)
+    assert results["synthetic_pairs"] == 6 and results["config"]["synthetic"] == [str(synthetic_pairs), str(labelled)]
+    splits = json.loads((tmp_path / "run" / "splits.json").read_text())
+    assert [row["stem"] for row in splits["synthetic"]] == [f"synthetic_{i:03d}" for i in range(4)] + sorted(
+        path.stem for path in (labelled / "images").iterdir())
+    _, info = load_model(tmp_path / "run")
+    assert info["synthetic_pairs"] == 8  # the trainer's pool: 4 + 2 repeated twice
+    assert synthetic_fractions(tmp_path / "run") == [0.5] * 6
+    # One folder given as a list is the run of the same folder given as a string (its stored results, not another config).
+    single = evaluate_segmentation(tiny(tmp_path / "one", kvasir_train, kvasir_test, synthetic=str(labelled), synthetic_share=0.5, steps=1))
+    assert evaluate_segmentation(tiny(tmp_path / "one", kvasir_train, kvasir_test, synthetic=[str(labelled)], synthetic_share=0.5,
+                                      steps=1)) == single
+    # The command line takes both folders after one --synthetic.
+    code = main(["evaluate-segmentation", "--train", str(kvasir_train), "--test", f"kvasir={kvasir_test}", "--synthetic",
+                 str(synthetic_pairs), str(labelled), "--synthetic-share", "0.5", "--model", "unet", "--steps", "2", "--batch-size", "4",
+                 "--resolution", "32", "--out", str(tmp_path / "cli"), "--device", "cpu"])
+    assert code == 0 and "6 synthetic pairs" in capsys.readouterr().out
+
+
+def test_equal_shares_repeats_the_smaller_sets():
+    small = (torch.zeros(10, 3, 4, 4), torch.zeros(10, 4, 4, dtype=torch.long))
+    large = (torch.ones(300, 3, 4, 4), torch.ones(300, 4, 4, dtype=torch.long))
+    images, masks = equal_shares([small, large], 4)
+    assert len(images) == len(masks) == 600 and int(masks[:, 0, 0].sum()) == 300  # 30 x 10 and 1 x 300
+    assert equal_shares([large], 4)[0] is not None and len(equal_shares([large], 4)[0]) == 300
+    assert len(equal_shares([], 4)[0]) == 0
 
 
 def test_same_seed_same_result_and_resume_continues_the_same_run(tmp_path, kvasir_train, kvasir_test):
@@ -114,10 +152,14 @@ def test_cli_prints_a_table(tmp_path, kvasir_train, kvasir_test, capsys):
     ({"steps": 0}, "--steps"),
     ({"precision": "fp8"}, "--precision"),
     ({"colour": "red"}, "colour"),
+    ({"synthetic": ["SYN", "SYN"]}, "--synthetic"),
+    ({"synthetic": []}, "--synthetic"),
 ])
 def test_bad_input_is_named(tmp_path, kvasir_train, kvasir_test, synthetic_pairs, values, named):
     if values.get("synthetic") == "SYN":
         values = {**values, "synthetic": str(synthetic_pairs)}
+    if isinstance(values.get("synthetic"), list):
+        values = {**values, "synthetic": [str(synthetic_pairs) for _ in values["synthetic"]]}
     with pytest.raises(InputError, match=named):
         tiny(tmp_path / "run", kvasir_train, kvasir_test, **values)
 
