@@ -74,6 +74,10 @@ def test_several_synthetic_folders_get_equal_shares(tmp_path, kvasir_train, kvas
     single = evaluate_segmentation(tiny(tmp_path / "one", kvasir_train, kvasir_test, synthetic=str(labelled), synthetic_share=0.5, steps=1))
     assert evaluate_segmentation(tiny(tmp_path / "one", kvasir_train, kvasir_test, synthetic=[str(labelled)], synthetic_share=0.5,
                                       steps=1)) == single
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    with pytest.raises(InputError, match="empty/images"):  # a set with no pairs is named (scan_dataset), never divided by
+        evaluate_segmentation(tiny(tmp_path / "bad", kvasir_train, kvasir_test, synthetic=[str(labelled), str(tmp_path / "empty")]))
     # The command line takes both folders after one --synthetic.
     code = main(["evaluate-segmentation", "--train", str(kvasir_train), "--test", f"kvasir={kvasir_test}", "--synthetic",
                  str(synthetic_pairs), str(labelled), "--synthetic-share", "0.5", "--model", "unet", "--steps", "2", "--batch-size", "4",
