@@ -432,12 +432,13 @@ def pool_pairs(work: Path, params: dict) -> dict:
     """WORK/<task>/pairs: links to every pair of the pooled arm's parts (their synth tasks), named <part>_<name>; a
     "balanced" pool links each part ceil(largest / its size) times (<part>_r<k>_<name>), so every part gets about
     the same share of the draws."""
+    from alignflow.downstream.evaluate import equal_share_repeats
+
     spec, out, prefix = _arm_spec(params["arm"]), work / params["name"] / "pairs", _prefix(params.get("shift", "polyp"))
     folders = {part: work / f"{prefix}synth_{params['regime']}_{part}" / "pairs" for part in spec["of"]}
-    sizes = {part: len(list((folder / "images").iterdir())) for part, folder in folders.items()}
+    sizes = [len(list((folder / "images").iterdir())) for folder in folders.values()]
     counts = {}
-    for part, folder in folders.items():
-        repeats = math.ceil(max(sizes.values()) / sizes[part]) if spec.get("balanced") else 1
+    for (part, folder), repeats in zip(folders.items(), equal_share_repeats(sizes) if spec.get("balanced") else [1] * len(sizes)):
         names = [f"{part}_"] if repeats == 1 else [f"{part}_r{k}_" for k in range(repeats)]
         counts[part] = sum(_link_pairs(folder, out, name) for name in names)
     return {"pairs": sum(counts.values()), "per_part": counts, "arm": spec}

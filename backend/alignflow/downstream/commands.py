@@ -86,8 +86,6 @@ def _run_evaluate_segmentation(args: argparse.Namespace) -> int:
     from alignflow.runs.outputs import check_not_inputs
 
     values = read_options(args, drop=("resume",))
-    if isinstance(values.get("synthetic"), list) and len(values["synthetic"]) == 1:
-        values["synthetic"] = values["synthetic"][0]  # one folder stays a string, as in configs and stored results
     for key in ("test", "validation"):
         if key in values:
             values[key] = parse_test_sets(values[key], f"--{key}")

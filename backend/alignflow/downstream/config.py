@@ -169,6 +169,10 @@ class DownstreamConfig(DictConfig):
         if used and self.model == "medflowseg":
             raise InputError(used[0], "its default for --model medflowseg (MedFlowSeg's own trainer has its own EMA and schedule)", "set")
 
+    def __post_init__(self) -> None:
+        if isinstance(self.synthetic, list) and len(self.synthetic) == 1:
+            self.synthetic = self.synthetic[0]  # one folder is stored as a string however it was given (CLI, file, API)
+
     def _validate_synthetic_folders(self) -> None:
         folders = self.synthetic_folders
         if self.synthetic is not None and not isinstance(self.synthetic, str) and (

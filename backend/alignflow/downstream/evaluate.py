@@ -113,8 +113,6 @@ def _comparable(config: DownstreamConfig | dict[str, Any]) -> dict[str, Any]:
     result belongs to a config however its folders were spelled (results stored with relative paths included)."""
     # Options added since a result was stored count as their defaults (which is what that run used).
     values = json.loads(json.dumps({**_defaults(), **(config if isinstance(config, dict) else config.to_dict())}, default=str))
-    if isinstance(values.get("synthetic"), list) and len(values["synthetic"]) == 1:
-        values["synthetic"] = values["synthetic"][0]  # one folder, however it was given
     for key in ("train", "synthetic", "feedback_generator"):
         if isinstance(values.get(key), list):
             values[key] = [str(Path(folder).resolve()) for folder in values[key]]
@@ -157,13 +155,17 @@ def _no_pairs(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(0, 3, resolution, resolution), torch.zeros(0, resolution, resolution, dtype=torch.long)
 
 
+def equal_share_repeats(sizes: list[int]) -> list[int]:
+    """How many times to repeat each of several sets so that each holds about as many pairs as the largest."""
+    return [math.ceil(max(sizes) / size) for size in sizes] if len(sizes) > 1 else [1] * len(sizes)
+
+
 def equal_shares(sets: list[tuple[torch.Tensor, torch.Tensor]], resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One pool of synthetic (images, masks) in which every set has about the same number of pairs: each set is
     repeated ceil(largest / its size) times, so a batch draws from each about equally (one set: itself)."""
     if not sets:
         return _no_pairs(resolution)
-    largest = max(len(images) for images, _ in sets)
-    repeats = [math.ceil(largest / len(images)) if len(sets) > 1 else 1 for images, _ in sets]
+    repeats = equal_share_repeats([len(images) for images, _ in sets])
     return (torch.cat([images.repeat(count, 1, 1, 1) for (images, _), count in zip(sets, repeats)]),
             torch.cat([masks.repeat(count, 1, 1) for (_, masks), count in zip(sets, repeats)]))
 
