@@ -433,7 +433,7 @@ def pool_pairs(work: Path, params: dict) -> dict:
     """WORK/<task>/pairs: links to every pair of the pooled arm's parts (their synth tasks), named <part>_<name>; a
     "balanced" pool links each part ceil(largest / its size) times (<part>_r<k>_<name>), so every part gets about
     the same share of the draws."""
-    from alignflow.downstream.evaluate import equal_share_repeats
+    from alignflow.data.shares import equal_share_repeats
 
     spec, out, prefix = _arm_spec(params["arm"]), work / params["name"] / "pairs", _prefix(params.get("shift", "polyp"))
     folders = {part: work / f"{prefix}synth_{params['regime']}_{part}" / "pairs" for part in spec["of"]}

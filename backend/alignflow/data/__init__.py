@@ -10,5 +10,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "io": ["IMAGE_SUFFIXES", "list_images", "mask_values_to_ids", "read_image", "read_mask", "read_size", "resize_image", "resize_mask", "resize_to", "to_tensor", "to_uint8", "write_image", "write_mask"],
         "phantom": ["ScannerShift", "apply_scanner_shift", "cache_root", "make_phantom", "phantom_dir"],
         "references": ["load_reference_images", "select_references"],
+        "shares": ["equal_share_repeats", "export_copies"],
     },
 )

@@ -16,7 +16,6 @@ of that square.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from alignflow.atomic import atomic_write_json
 from alignflow.data import SegmentationFolder, load_pairs, scan_dataset, write_mask
+from alignflow.data.shares import equal_share_repeats
 from alignflow.device import autocast, resolve_device
 from alignflow.downstream.config import SCORING_OPTIONS, DownstreamConfig
 from alignflow.downstream.metrics import score_segmentations, summarize_scores
@@ -153,11 +153,6 @@ def _count(folder: SegmentationFolder, max_pairs: int | None) -> int:
 
 def _no_pairs(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(0, 3, resolution, resolution), torch.zeros(0, resolution, resolution, dtype=torch.long)
-
-
-def equal_share_repeats(sizes: list[int]) -> list[int]:
-    """How many times to repeat each of several sets so that each holds about as many pairs as the largest."""
-    return [math.ceil(max(sizes) / size) for size in sizes] if len(sizes) > 1 else [1] * len(sizes)
 
 
 def equal_shares(sets: list[tuple[torch.Tensor, torch.Tensor]], resolution: int) -> tuple[torch.Tensor, torch.Tensor]:

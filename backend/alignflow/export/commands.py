@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 
 
@@ -12,6 +13,10 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
         argument_default=argparse.SUPPRESS)
     parser.add_argument("--real", help="dataset folder of real pairs (images/ + masks/)")
     parser.add_argument("--synthetic", nargs="+", help="folder(s) of generated pairs (images/, masks/, manifest.json)")
+    parser.add_argument("--target", help="labelled target-domain pairs (images/ + masks/), e.g. the references you labelled")
+    parser.add_argument("--synthetic-share", type=float,
+                        help="fraction of the cases from --synthetic and --target, each folder an equal part of it, by "
+                             "repeating cases (hard links); default: every pair once")
     parser.add_argument("--format", choices=["nnunet", "folders", "ome-zarr"], help="default: nnunet")
     parser.add_argument("--out", help="destination; for nnunet a folder named DatasetXXX_Name")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing destination (only once complete)")
@@ -33,10 +38,14 @@ def _run_export(args: argparse.Namespace) -> int:
     bars = TerminalProgress()  # a bar opens at the first sample, so input errors are not preceded by an empty bar
     try:
         out = export_dataset(
-            config.out, real=config.real, synthetic=config.synthetic or (), export_format=config.format,
+            config.out, real=config.real, synthetic=config.synthetic or (), target=config.target,
+            synthetic_share=config.synthetic_share, export_format=config.format,
             overwrite=config.overwrite, label_names=config.labels, name=config.name, on_progress=bars.progress,
         )
     finally:
         bars.close()
-    print(f"{bars.done.get('export', 0)} pairs exported to {out} (provenance in {out / 'manifest.json'})")
+    exported = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    copies = "" if exported["sampling"] is None else (f" as {exported['counts']['cases']} cases (share of added pairs "
+                                                       f"{exported['sampling']['reached']:.3f})")
+    print(f"{bars.done.get('export', 0)} pairs exported to {out}{copies} (provenance in {out / 'manifest.json'})")
     return 0

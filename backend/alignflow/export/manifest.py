@@ -2,7 +2,9 @@
 
 A synthetic row carries the seed, the source mask, the generator folder and the sha256 of its weights, the
 reference images it was aligned to, the sampling settings, and the post-processing applied after generation.
-Real rows have the same keys (null where not applicable), so the manifest reads as one table.
+Real and labelled target rows have the same keys (null where not applicable), so the manifest reads as one table.
+A copy (``export --synthetic-share`` repeats cases so that a uniform draw gives each set its share) is a row of its
+own whose ``copy_of`` names the case it repeats.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from typing import Any
 
 from alignflow import __version__
 from alignflow.export.labels import LabelMap
-from alignflow.export.samples import REAL, ExportSample
+from alignflow.export.samples import REAL, SYNTHETIC, TARGET, ExportSample
 from alignflow.runs.checkpoint import GENERATOR_CONFIG_FILE, MODEL_FILE
 from alignflow.weights import file_sha256  # cached by (path, mtime, size): one hash per generator, not per row
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: labelled target rows, copies (copy_of), counts.cases, sampling
 _PACKAGES = ("torch", "numpy", "pillow", "diffusers", "safetensors", "zarr")
 # Keys of a synthetic-pairs row that the export row lays out under its own names.
 _GENERATION_KEYS = ("seed", "source_mask", "generator", "references", "guidance_scale", "sample_steps", "checkpoint_sha256")
@@ -59,9 +61,9 @@ def _generator_resolution(config: Path | None) -> int | None:
 
 def sample_row(sample: ExportSample, files: dict[str, str], labels: LabelMap) -> dict[str, Any]:
     """The manifest row of one exported sample (``files``: its image and mask paths inside the export)."""
-    row: dict[str, Any] = {"case": sample.case, "origin": sample.origin, **files, "input_image": str(sample.image)}
+    row: dict[str, Any] = {"case": sample.case, "origin": sample.origin, "copy_of": None, **files, "input_image": str(sample.image)}
     label_step = None if labels.is_identity else {"mask_ids_to_consecutive": dict(zip(labels.source_ids, range(len(labels.source_ids))))}
-    if sample.origin == REAL:
+    if sample.origin in (REAL, TARGET):
         row.update({key: None for key in _GENERATION_KEYS})
         row.update(source_mask=str(sample.mask), references=[], post_processing={"labels": label_step})
         return row
@@ -83,8 +85,18 @@ def sample_row(sample: ExportSample, files: dict[str, str], labels: LabelMap) ->
     return row
 
 
-def manifest(rows: list[dict[str, Any]], labels: LabelMap, export_format: str, name: str) -> dict[str, Any]:
-    counts = {origin: sum(row["origin"] == origin for row in rows) for origin in ("real", "synthetic")}
+def copy_row(row: dict[str, Any], case: str, files: dict[str, str]) -> dict[str, Any]:
+    """The row of a copy of the case ``row`` describes, exported as ``case`` with ``files``."""
+    return {**row, "case": case, "copy_of": row["case"], **files}
+
+
+def manifest(rows: list[dict[str, Any]], labels: LabelMap, export_format: str, name: str,
+             sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``counts``: distinct pairs per origin (copies not counted) and ``cases``, every exported case; ``sampling``: what
+    ``--synthetic-share`` asked for and the copies that give it (None: every pair once)."""
+    counts: dict[str, int] = {origin: sum(row["origin"] == origin and row["copy_of"] is None for row in rows)
+                              for origin in (REAL, SYNTHETIC, TARGET)}
+    counts["cases"] = len(rows)
     return {
         "manifest_version": MANIFEST_VERSION,
         "name": name,
@@ -93,5 +105,6 @@ def manifest(rows: list[dict[str, Any]], labels: LabelMap, export_format: str, n
         "software": software_versions(),
         "labels": labels.as_json(),
         "counts": counts,
+        "sampling": sampling,
         "samples": rows,
     }

@@ -60,12 +60,16 @@ class OmeZarrWriter:
         label.create_array("0", data=np.ascontiguousarray(mask), chunks=_chunks(mask.shape), dimension_names=["y", "x"])
         return {"image": f"{case}/0", "mask": f"{case}/labels/{LABEL_NAME}/0"}
 
+    def copy_case(self, case: str, of: dict[str, str], image: np.ndarray, mask: np.ndarray) -> dict[str, str]:
+        # Written again, not linked: each case group's metadata carries its own name.
+        return self.write_case(case, image, mask)
+
     def _image_label(self) -> dict[str, Any]:
         colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
         colours += [{"label-value": k, "rgba": [*_COLOURS[(k - 1) % len(_COLOURS)], 255]} for k in range(1, len(self.labels.names))]
         properties = [{"label-value": k, "name": name} for k, name in enumerate(self.labels.names)]
         return {"colors": colours, "properties": properties, "source": {"image": "../../"}}
 
-    def finish(self, cases: list[str]) -> None:
-        self.group.attrs["alignflow"] = {"name": self.name, "cases": cases, "labels": self.labels.as_json(),
+    def finish(self, rows: list[dict[str, Any]]) -> None:
+        self.group.attrs["alignflow"] = {"name": self.name, "cases": [row["case"] for row in rows], "labels": self.labels.as_json(),
                                          "manifest": "manifest.json"}

@@ -148,7 +148,8 @@ def test_class_ids_become_consecutive(tmp_path, shared_data, make_pairs):
 def test_manifest_has_a_complete_row_per_sample(tmp_path, inputs):
     out = export_dataset(tmp_path / "plain", real=inputs["real"], synthetic=inputs["synthetic"], export_format="folders")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"real": REAL_PAIRS, "synthetic": SYNTHETIC_PAIRS}
+    assert manifest["counts"] == {"real": REAL_PAIRS, "synthetic": SYNTHETIC_PAIRS, "target": 0, "cases": REAL_PAIRS + SYNTHETIC_PAIRS}
+    assert manifest["sampling"] is None
     assert manifest["software"]["torch"] == torch.__version__ and manifest["software"]["alignflow"]
     rows = {row["case"]: row for row in manifest["samples"]}
     assert set(rows) == set(_sources(inputs))
@@ -162,6 +163,7 @@ def test_manifest_has_a_complete_row_per_sample(tmp_path, inputs):
         assert row["post_processing"]["resize"] == {"from": 64, "to": "the source mask's size", "method": "bicubic"}
         assert (out / row["image"]).is_file() and (out / row["mask"]).is_file()
     for row in rows.values():
+        assert row["copy_of"] is None
         assert set(row) >= {"case", "origin", "image", "mask", "seed", "source_mask", "checkpoint_sha256",
                             "references", "post_processing", "generator"}
         if row["origin"] == "real":
@@ -213,7 +215,7 @@ def test_bad_inputs_name_the_file_or_parameter(tmp_path, inputs):
         export_dataset(tmp_path / "polyps", real=inputs["real"])
     with pytest.raises(InputError, match="format"):
         export_dataset(tmp_path / "x", real=inputs["real"], export_format="nifti")
-    with pytest.raises(InputError, match="neither"):
+    with pytest.raises(InputError, match="--target"):
         export_dataset(tmp_path / "x", export_format="folders")
     with pytest.raises(InputError, match="2 class names"):
         export_dataset(tmp_path / "x", real=inputs["real"], export_format="folders", label_names=["a", "b", "c"])
