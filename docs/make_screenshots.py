@@ -210,6 +210,9 @@ def guided_flow(app, viewer, dock, shoot, work: Path, source: Path, labelled: Pa
     shoot(app, viewer, "evaluation")
 
     export = panels["Export"]
+    export.use_target.setChecked(True)  # the labelled target pairs, each set an equal part of a quarter of the cases
+    export.target.setText(str(labelled))
+    export.use_share.setChecked(True)
     export.out.setText(str(work / "export" / "Dataset501_Polyps"))
     export.label_names.setText("background, polyp")
     dock.show_tab("Export")

@@ -84,6 +84,10 @@ TOOLTIPS: dict[str, str] = {
     # ------------------------------------------------------------------ export
     "export.generated": "The accepted pairs of the Curate tab (every generation, not only the last)",
     "export.real": "Your labelled dataset folder, exported beside the generated pairs",
+    "export.target": "Target-domain pairs you labelled (e.g. the references, a Labels layer over each saved as masks/): "
+                     "exported as target_* cases",
+    "export.share": "Repeat cases (hard links) so that a uniform draw, as nnU-Net makes, takes this share from the "
+                    "generated and target pairs, each set an equal part; 0.25 is what the benchmarks used",
     "export.format": "nnU-Net v2 raw (destination named DatasetXXX_Name), plain images/ + masks/ folders, or OME-Zarr",
     "export.out": "A new folder to export to",
     "export.names": "Optional class names, background first, e.g. background, polyp",

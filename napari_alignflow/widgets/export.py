@@ -1,9 +1,11 @@
-"""Export panel: the accepted generated pairs of the Curate tab (every generation, not only the last) and/or a real
-dataset folder, written as a training set (nnU-Net v2 raw, plain folders or OME-Zarr) by the engine's
-``export_dataset``, with a manifest row per pair."""
+"""Export panel: the accepted generated pairs of the Curate tab (every generation, not only the last), a real dataset
+folder and/or labelled target pairs (say, the references labelled in napari), written as a training set (nnU-Net v2
+raw, plain folders or OME-Zarr) by the engine's ``export_dataset``, with a manifest row per pair; optionally with
+cases repeated so that the generated and target pairs make a chosen share of a uniform draw."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from typing import Any
 
 import napari
 from napari.utils.notifications import show_info
-from qtpy.QtWidgets import QCheckBox, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from alignflow.data import cache_root
 from alignflow.errors import InputError
@@ -31,9 +33,10 @@ def accepted_folder() -> Path:
 
 
 def export(out: str, real: str | None, pairs: list[Pair], export_format: str, overwrite: bool,
-           label_names: list[str] | None, emit: Callable[[Any], None]) -> tuple[Path, int]:
-    """The engine's export (off the UI thread) of ``real`` and the accepted ``pairs``; returns the destination and the
-    number of pairs written."""
+           label_names: list[str] | None, emit: Callable[[Any], None], target: str | None = None,
+           synthetic_share: float | None = None) -> tuple[Path, int]:
+    """The engine's export (off the UI thread) of ``real``, the accepted ``pairs`` and the labelled ``target`` pairs;
+    returns the destination and the number of pairs written."""
     from alignflow.export import export_dataset
 
     synthetic = [write_accepted_pairs(pairs, accepted_folder())] if pairs else []
@@ -43,8 +46,8 @@ def export(out: str, real: str | None, pairs: list[Pair], export_format: str, ov
         written[0] = done
         emit((done, total))
 
-    path = export_dataset(out, real=real, synthetic=synthetic, export_format=export_format, overwrite=overwrite,
-                          label_names=label_names, on_progress=progress)
+    path = export_dataset(out, real=real, synthetic=synthetic, target=target, synthetic_share=synthetic_share,
+                          export_format=export_format, overwrite=overwrite, label_names=label_names, on_progress=progress)
     return path, written[0]
 
 
@@ -61,6 +64,15 @@ class ExportWidget(QWidget):
         self.generated_count = QLabel()
         self.use_real = QCheckBox("real pairs (dataset folder)")
         self.real = PathField("Dataset folder with images/ and masks/")
+        self.use_target = QCheckBox("labelled target pairs (dataset folder)")
+        self.target = PathField("Target-domain images/ and masks/, e.g. your labelled references")
+        self.use_share = QCheckBox("repeat cases: generated + target pairs make a share")
+        self.share = QDoubleSpinBox()
+        self.share.setRange(0.05, 0.95)
+        self.share.setSingleStep(0.05)
+        self.share.setValue(0.25)
+        self.share.setEnabled(False)
+        self.use_share.toggled.connect(self.share.setEnabled)
         self.format = choice_box(FORMATS)
         self.out = PathField("Destination (a new folder; nnU-Net: .../DatasetXXX_Name)", new=True)
         self.label_names = QLineEdit()
@@ -73,6 +85,8 @@ class ExportWidget(QWidget):
 
         settings = form("export", [("generated", "", self.use_generated), ("generated", "", self.generated_count),
                                    ("real", "", self.use_real), ("real", "", self.real),
+                                   ("target", "", self.use_target), ("target", "", self.target),
+                                   ("share", "", self.use_share), ("share", "Share", self.share),
                                    ("format", "Format", self.format), ("out", "Destination", self.out),
                                    ("names", "Class names", self.label_names), ("overwrite", "", self.overwrite)])
         layout = QVBoxLayout(self)
@@ -103,10 +117,14 @@ class ExportWidget(QWidget):
         real = None
         if self.use_real.isChecked():
             real = str(self.real.path("Real pairs", "a dataset folder with images/ and masks/"))
-        if real is None and not pairs:
-            raise InputError("Export", "generated pairs and/or real pairs ticked", "neither")
+        target = None
+        if self.use_target.isChecked():
+            target = str(self.target.path("Target pairs", "a dataset folder with images/ and masks/ of the target domain"))
+        if real is None and not pairs and target is None:
+            raise InputError("Export", "generated, real and/or target pairs ticked", "none")
         names = [name.strip() for name in self.label_names.text().split(",") if name.strip()]
         return {"out": str(self.out.path("Destination", "a folder to export to")), "real": real, "pairs": pairs,
+                "target": target, "synthetic_share": self.share.value() if self.use_share.isChecked() else None,
                 "export_format": FORMATS[self.format.currentText()], "overwrite": self.overwrite.isChecked(),
                 "label_names": names or None}
 
@@ -122,7 +140,10 @@ class ExportWidget(QWidget):
 
     def _done(self, result: tuple[Path, int]) -> None:
         self.exported, count = result
-        message = f"{count} pairs exported to {self.exported} (one manifest row per pair in manifest.json)"
+        sampling = json.loads((self.exported / "manifest.json").read_text(encoding="utf-8"))
+        copies = "" if sampling["sampling"] is None else (f" as {sampling['counts']['cases']} cases, generated and target "
+                                                           f"pairs {sampling['sampling']['reached']:.0%} of them")
+        message = f"{count} pairs exported to {self.exported}{copies} (one manifest row per case in manifest.json)"
         self.status_label.setText(message)
         self.session.set("export", exported=self.exported)
         show_info(f"AlignFlow: {message}")

@@ -52,7 +52,8 @@ def test_generated_and_real_pairs_are_exported_for_nnunet(generated, kvasir_smal
     real_count = len(scan_dataset(kvasir_small).pairs)
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["numTraining"] == real_count + 2 and dataset["labels"] == {"background": 0, "polyp": 1}
-    assert json.loads((out / "manifest.json").read_text())["counts"] == {"real": real_count, "synthetic": 2}
+    assert json.loads((out / "manifest.json").read_text())["counts"] == {"real": real_count, "synthetic": 2, "target": 0,
+                                                                         "cases": real_count + 2}
     np.testing.assert_array_equal(read_mask(out / "labelsTr" / "synthetic_drawn_0.png"), masks[0])
     assert any(str(out) in m and f"{real_count + 2} pairs" in m for m in notifications_since(seen))
 
@@ -66,6 +67,31 @@ def test_generated_and_real_pairs_are_exported_for_nnunet(generated, kvasir_smal
     widget.overwrite.setChecked(True)
     wait_for_worker(qtbot, widget.export())
     assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+
+
+def test_labelled_target_pairs_and_a_share_by_copies(generated, kvasir_small, clinicdb, make_pairs, tmp_path, qtbot):
+    """The 8 real pairs, the 2 accepted generated pairs and 2 labelled CVC-ClinicDB pairs at a 0.25 share: generated and
+    target pairs each an equal part of a quarter of the cases (real x3, the others x2), with nnU-Net folds."""
+    viewer, widget, _, _ = generated
+    make_pairs(clinicdb, tmp_path / "labelled_references", 2)
+    widget.use_real.setChecked(True)
+    widget.real.setText(str(kvasir_small))
+    widget.use_target.setChecked(True)
+    with pytest.raises(ValueError, match="Target pairs"):
+        widget.export()  # ticked without a folder
+    widget.target.setText(str(tmp_path / "labelled_references"))
+    assert not widget.share.isEnabled()
+    widget.use_share.setChecked(True)
+    assert widget.share.isEnabled() and widget.share.value() == 0.25
+    out = tmp_path / "Dataset505_Shares"
+    widget.out.setText(str(out))
+    wait_for_worker(qtbot, widget.export())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"real": 8, "synthetic": 2, "target": 2, "cases": 32}
+    assert manifest["sampling"]["copies"] == {"real": 3, "synthetic": 2, "target": 2} and manifest["sampling"]["reached"] == 0.25
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 32
+    assert len(json.loads((out / "splits_final.json").read_text())) == 5
+    assert "as 32 cases" in widget.status_label.text() and "25%" in widget.status_label.text()
 
 
 def test_every_accepted_generation_is_exported_not_only_the_last(generated, tmp_path, qtbot):
