@@ -39,6 +39,8 @@ def register(commands: argparse._SubParsersAction, add_common_flags: Callable[[a
     augment.add_argument("--mask-steps", type=int, help="mask generator training steps")
     augment.add_argument("--mask-candidates", type=int, help="K candidates per synthetic mask")
     augment.add_argument("--export-format", choices=["nnunet", "folders", "ome-zarr"], help="format of the augmented training set in OUT/export (default nnunet)")
+    augment.add_argument("--export-share", type=float, help="repeat cases so that the generated sets make this share of the "
+                         "export, each an equal part (default: every pair once)")
     augment.add_argument("--evaluator", help="segmenter (alignflow train-evaluator) for the mask fidelity of every model in the report")
     augment.add_argument("--method", nargs="+", metavar="METHOD",
                          help="how the new pairs are made, several to compare them: generate (default), translate, fda, "

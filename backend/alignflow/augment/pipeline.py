@@ -68,6 +68,9 @@ class AugmentConfig(DictConfig):
     # The augmented training set (real source pairs + aligned synthetic pairs): "nnunet", "folders", "ome-zarr" or None.
     export_format: str | None = "nnunet"
     export_name: str = "Dataset500_AlignFlow"
+    # Cases repeated so that the generated sets make this share of the export, each set an equal part (export.md); None:
+    # every pair once.
+    export_share: float | None = None
     generator: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.generator.model:GeneratorConfig"))
     train: dict[str, Any] = field(default_factory=dict, metadata=section("alignflow.generator.config:TrainConfig"))  # both stages
     # Mask fidelity (docs/label-drift.md): an evaluator segmenter (alignflow train-evaluator) scores every generated
@@ -96,6 +99,9 @@ class AugmentConfig(DictConfig):
         self.method = self.methods
         check_strength(self.strength)
         check_beta(self.fda_beta)
+        if self.export_share is not None and not 0.0 < float(self.export_share) < 1.0:
+            raise InputError("--export-share", "a fraction in (0, 1): the part of the exported cases that are generated pairs",
+                             str(self.export_share))
         name = self.export_name
         if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\:"):
             raise InputError("export_name", "a folder name inside OUT/export (no '/', '\\', ':' or leading '.')", repr(name))
@@ -132,7 +138,8 @@ def _export(config: AugmentConfig, out: Path, report: dict[str, Any], log: Event
     synthetic = [Path(entry["pairs"]) for entry in report["models"].values() if entry["exported"]]
     name = config.export_name + (".ome.zarr" if config.export_format == "ome-zarr" else "")
     return export_dataset(
-        out / "export" / name, real=config.source, synthetic=synthetic, export_format=config.export_format,
+        out / "export" / name, real=config.source, synthetic=synthetic, synthetic_share=config.export_share,
+        export_format=config.export_format,
         overwrite=True, on_progress=log.progress,
     )
 

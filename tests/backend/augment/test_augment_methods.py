@@ -46,7 +46,7 @@ def check_set(entry: dict, method: str, count: int) -> list[dict]:
 def test_cheap_methods_train_no_generator_and_the_report_compares_them(tmp_path, kvasir_six, references, capsys):
     out = tmp_path / "job"
     code = main(augment_args(kvasir_six, references, out, "--method", "fda", "histogram", "photometric",
-                             "--fda-beta", "0.09", "--export-format", "folders"))
+                             "--fda-beta", "0.09", "--export-format", "folders", "--export-share", "0.25"))
     assert code == 0, capsys.readouterr().err
     assert not (out / "stage1").exists() and not (out / "stage2").exists()
     report = json.loads((out / "report.json").read_text())
@@ -62,9 +62,12 @@ def test_cheap_methods_train_no_generator_and_the_report_compares_them(tmp_path,
     printed = capsys.readouterr().out
     assert "closest to the target first:" in printed and "source" in printed
     assert "reward MMD" in printed and report["advice"] and report["advice"][-1] in printed
-    # the training set: the 6 real pairs plus every method's 4 pairs
+    # the training set: the 6 real pairs plus every method's 4 pairs, the real ones repeated 6 times so that the three
+    # sets make a quarter of the cases
     exported = Path(report["export"])
-    assert len(list((exported / "images").iterdir())) == 6 + 3 * 4
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["counts"] == {"real": 6, "synthetic": 3 * 4, "target": 0, "cases": 6 * 6 + 3 * 4}
+    assert manifest["sampling"]["reached"] == 0.25 and len(list((exported / "images").iterdir())) == 6 * 6 + 3 * 4
 
 
 @pytest.mark.slow
@@ -92,6 +95,7 @@ def test_generate_and_translate_share_the_trained_generators(tmp_path, kvasir_si
     (["--method", "sharpen"], "--method"),
     (["--method", "translate", "--strength", "1.5"], "--strength"),
     (["--method", "fda", "--fda-beta", "0.9"], "--fda-beta"),
+    (["--method", "histogram", "--export-share", "1"], "--export-share"),
 ])
 def test_bad_options_are_one_line_errors_naming_the_flag(tmp_path, kvasir_six, references, extra, flag, capsys):
     code = main(augment_args(kvasir_six, references, tmp_path / "job", *extra))
