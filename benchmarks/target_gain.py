@@ -140,6 +140,10 @@ EXTRA_SEED_ARMS = ("real", "hist", *(f"hist_and_tr_g100f_s07{suffix}" for suffix
 # The same for the labelled references alone, pooled with histogram matching, and pooled with both (LABELLED_REFERENCES).
 LABELLED_EXTRA_SEED_ARMS = ("labelled_refs", "refs_and_hist",
                             *(f"refs_and_hist_and_tr_g100f_s07{suffix}" for suffix in ("", *(f"_i{seed}" for seed in LIM_INSTANCES))))
+# The best pool as a user builds it for nnU-Net: `alignflow export --target LABELLED --synthetic-share 0.25` (each part
+# an equal share of the quarter, by repeating cases; plain folders), the judge trained on the export alone with uniform
+# draws (as nnU-Net draws), over the same seeds: does the export give what the share sampler gave?
+EXPORTED_ARMS: dict[str, dict[str, Any]] = {f"exported_{arm}": {"exported": arm} for arm in ("refs_and_hist_and_tr_g100f_s07",)}
 # "+ the best of these combined with FDA": FDA (beta 0.05) applied to the pairs of the generative arm with the best
 # mean paired gain over seeds 0-2 of the shift's first regime, chosen by the task ``choose_best`` once those runs are
 # in (a choice made on the target test set: the combined arm's number is optimistic by that selection; said in docs).
@@ -337,7 +341,8 @@ def downstream(work: Path, params: dict) -> dict:
     shift = params.get("shift", "polyp")
     data = _data(work, shift)
     synthetic = str(work / params["synthetic"] / "pairs") if params.get("synthetic") else None
-    config = DownstreamConfig(train=str(_train_folder(work, params["regime"], shift)), synthetic=synthetic,
+    train = work / params["train"] if params.get("train") else _train_folder(work, params["regime"], shift)
+    config = DownstreamConfig(train=str(train), synthetic=synthetic,
                               synthetic_share=params.get("share", SHARE) if synthetic else None,
                               test={data.target_name: str(data.test), data.source_name: str(data.held_out)},
                               steps=_done(work, f"{_prefix(shift)}rule_{params['regime']}")["steps"], lr_schedule="constant",
@@ -349,7 +354,8 @@ def downstream(work: Path, params: dict) -> dict:
 
 # Every arm but real only, in report order.
 ARM_SPECS: dict[str, dict[str, Any]] = {**CHEAP_ARMS, **GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC,
-                                   **POOLED_ARMS, **SHARE_ARMS, **FUNDUS_POOLED_ARMS, LABELLED_REFERENCES: {"method": "references"}}
+                                   **POOLED_ARMS, **SHARE_ARMS, **FUNDUS_POOLED_ARMS, LABELLED_REFERENCES: {"method": "references"},
+                                   **EXPORTED_ARMS}
 
 
 def _arm_spec(arm: str) -> dict[str, Any]:
@@ -443,6 +449,38 @@ def pool_pairs(work: Path, params: dict) -> dict:
         names = [f"{part}_"] if repeats == 1 else [f"{part}_r{k}_" for k in range(repeats)]
         counts[part] = sum(_link_pairs(folder, out, name) for name in names)
     return {"pairs": sum(counts.values()), "per_part": counts, "arm": spec}
+
+
+def export_pool(work: Path, params: dict) -> dict:
+    """WORK/<task>/export: the regime's real pairs and the pooled arm's parts exported by the engine (plain folders,
+    the arm's share by copies), each generated part as one folder with a manifest (``_generated_folder``)."""
+    from alignflow.export import export_dataset
+
+    spec, folder = _arm_spec(params["arm"]), work / params["name"]
+    synthetic = [_generated_folder(work / f"synth_{params['regime']}_{part}", folder / "inputs" / part)
+                 for part in spec["of"] if part != LABELLED_REFERENCES]
+    target = _labelled_references(work, "polyp") if LABELLED_REFERENCES in spec["of"] else None
+    out = export_dataset(folder / "export", real=_train_folder(work, params["regime"]), synthetic=synthetic, target=target,
+                         synthetic_share=SHARE, export_format="folders", overwrite=True)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    return {"counts": manifest["counts"], "sampling": manifest["sampling"]}
+
+
+def _generated_folder(synth: Path, out: Path) -> Path:
+    """A synth task's pairs as one generated-pairs folder, as `alignflow augment` writes one: links to its pairs/
+    images and masks, and the rows of every copy's manifest under the stems pairs/ gives them (c<k>_<stem>)."""
+    from alignflow.atomic import atomic_write_json
+
+    if (synth / "pairs" / "manifest.json").is_file():  # one copy: pairs/ is already such a folder
+        return synth / "pairs"
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("images", "masks"):
+        if not (out / sub).exists():
+            (out / sub).symlink_to((synth / "pairs" / sub).resolve())
+    rows = [{**row, "stem": f"c{copy.name.removeprefix('copy')}_{row['stem']}"}
+            for copy in sorted(synth.glob("copy*")) for row in json.loads((copy / "manifest.json").read_text(encoding="utf-8"))]
+    atomic_write_json(out / "manifest.json", rows)
+    return out
 
 
 def score(work: Path, params: dict) -> dict:
@@ -664,6 +702,12 @@ def plan() -> list[Task]:
     tasks += _breadth_first("full", [*FUNDUS_POOLED_ARMS, LABELLED_REFERENCES], SEEDS, "fundus")
     tasks += _breadth_first("lim", [LABELLED_REFERENCES], SEEDS)
     tasks += _breadth_first("lim", list(LABELLED_EXTRA_SEED_ARMS), EXTRA_SEEDS)
+    for arm, spec in EXPORTED_ARMS.items():
+        pooled = spec["exported"]
+        tasks.append(Task(f"export_lim_{pooled}", export_pool, [f"synth_lim_{part}" for part in POOLED_ARMS[pooled]["of"]],
+                          {"regime": "lim", "arm": pooled}))
+        tasks += [Task(f"down_lim_{arm}_s{seed}", downstream, ["rule_lim", f"export_lim_{pooled}"],
+                       {"regime": "lim", "seed": seed, "train": f"export_lim_{pooled}/export"}) for seed in SEEDS + EXTRA_SEEDS]
     for regime in ("full", "lim"):
         tasks += _breadth_first(regime, [*CHEAP_ARMS, *GENERATIVE_ARMS], SEEDS[3:])
     tasks += _breadth_first("full", [*CHEAP_ARMS, *GENERATIVE_ARMS], SEEDS[3:], "fundus")
@@ -756,6 +800,7 @@ _PART_LABELS = {**ARM_LABELS, LABELLED_REFERENCES: "+ the 10 labelled references
 ARM_LABELS.update({arm: f"{_PART_LABELS[spec['of'][0]]} and {' and '.join(_PART_LABELS[part][2:] for part in spec['of'][1:])}, pooled"
                    + (" (equal shares)" if spec.get("balanced") else "") for arm, spec in {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}.items()})
 ARM_LABELS.update({arm: f"{ARM_LABELS[spec['pairs_of']]}, half of every batch" for arm, spec in SHARE_ARMS.items()})
+ARM_LABELS.update({arm: f"{ARM_LABELS[spec['exported']]}, as exported (copies, uniform draws)" for arm, spec in EXPORTED_ARMS.items()})
 
 
 def _seed_scores(work: Path, regime: str, arm: str, test: str = "clinicdb_test", shift: str = "polyp",
@@ -820,6 +865,7 @@ def best_against_cheap(work: Path, shift: str, regime: str, rows: list[dict[str,
     cheap_arms = {*CHEAP_ARMS, *(arm for arm, spec in pooled.items() if set(spec["of"]) <= set(CHEAP_ARMS))}
     cheap_arms |= {arm for arm, spec in SHARE_ARMS.items() if spec["pairs_of"] in cheap_arms}
     labelled = {LABELLED_REFERENCES, *(arm for arm, spec in pooled.items() if LABELLED_REFERENCES in spec["of"])}
+    labelled |= {arm for arm, spec in EXPORTED_ARMS.items() if spec["exported"] in labelled}
     generative = [row for row in rows if row["arm"] not in cheap_arms | labelled | {"real", COMBINED_ARM}]
     cheap = [row for row in rows if row["arm"] in cheap_arms]
     if not generative or not cheap:
@@ -884,6 +930,19 @@ def goal_with_more_seeds(work: Path) -> dict[str, str]:
     for arm, other in comparisons:
         d = _paired(scores[arm], scores[other])
         result[f"{arm} minus {other}"] = f"{d['mean']:+.4f} ± {_fmt(d['se'], 4)} (sd {_fmt(d['sd'], 4)}, {d['seeds']} seeds)"
+    return result
+
+
+def exported_arms(work: Path) -> dict[str, Any]:
+    """Each exported arm minus real only and minus the pooled arm it exports (the share sampler), paired over SEEDS and
+    EXTRA_SEEDS, with what the export wrote."""
+    result = {}
+    for arm, spec in EXPORTED_ARMS.items():
+        scores = {name: _seed_scores(work, "lim", name, seeds=SEEDS + EXTRA_SEEDS) for name in (arm, "real", spec["exported"])}
+        if scores[arm]:
+            result[arm] = {f"minus {other}": "{mean:+.4f} ± {se:.4f} ({seeds} seeds)".format(**_paired(scores[arm], scores[other]))
+                           for other in ("real", spec["exported"])}
+            result[arm]["export"] = _done(work, f"export_lim_{spec['exported']}")
     return result
 
 
@@ -1022,6 +1081,7 @@ def report(work: Path) -> None:
     for shift in SHIFTS:
         print(f"\npooled arms ({shift}): {json.dumps(pooled_arms(work, shift), indent=1)}")
     print(f"the goal's comparison with judge seeds {SEEDS + EXTRA_SEEDS}: {json.dumps(goal_with_more_seeds(work), indent=1)}")
+    print(f"\nexported pools (uniform draws over the export's copies) against the share sampler: {json.dumps(exported_arms(work), indent=1)}")
     generative_lim = [arm for arm in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS} if arm.startswith("gen_")]
     print(f"\ncopying of the training pairs (100-pair regime, first copy): {json.dumps(copying(work, generative_lim), indent=1)}")
     if len(strata) > 1:  # issue 17 item 6: over all arms of both shifts

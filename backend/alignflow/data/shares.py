@@ -13,7 +13,7 @@ from alignflow.errors import InputError
 
 # The largest number of copies of the real pairs or of the added pool that export_copies tries, and how close to the
 # asked share is close enough: within it the smallest export wins (a share of 0.26 for 0.25 is not worth 3x the files).
-MAX_COPIES = 20
+MAX_COPIES = 50
 SHARE_TOLERANCE = 0.01
 
 
