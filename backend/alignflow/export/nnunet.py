@@ -31,7 +31,7 @@ FILE_ENDING = ".png"
 DATALIST_FILE = "datalist.json"
 SPLITS_FILE = "splits_final.json"
 FOLDS = 5
-SPLIT_SEED = 12345  # nnU-Net's own seed for its random folds
+SPLIT_SEED = 12345  # a fixed shuffle (the number nnU-Net seeds its own folds with; the folds differ)
 log = logging.getLogger(__name__)
 
 
