@@ -5,7 +5,6 @@ cases repeated so that the generated and target pairs make a chosen share of a u
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -140,10 +139,9 @@ class ExportWidget(QWidget):
 
     def _done(self, result: tuple[Path, int]) -> None:
         self.exported, count = result
-        sampling = json.loads((self.exported / "manifest.json").read_text(encoding="utf-8"))
-        copies = "" if sampling["sampling"] is None else (f" as {sampling['counts']['cases']} cases, generated and target "
-                                                           f"pairs {sampling['sampling']['reached']:.0%} of them")
-        message = f"{count} pairs exported to {self.exported}{copies} (one manifest row per case in manifest.json)"
+        from alignflow.export import copies_summary
+
+        message = f"{count} pairs exported to {self.exported}{copies_summary(self.exported)} (one manifest row per case in manifest.json)"
         self.status_label.setText(message)
         self.session.set("export", exported=self.exported)
         show_info(f"AlignFlow: {message}")

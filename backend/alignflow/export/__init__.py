@@ -9,6 +9,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         "exporter": ["FORMATS", "export_dataset", "stale_temporary_folders"],
         "labels": ["LabelMap"],
-        "manifest": ["MANIFEST_FILE"],
+        "manifest": ["MANIFEST_FILE", "copies_summary"],
     },
 )

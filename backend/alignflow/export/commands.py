@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 
 
@@ -30,6 +29,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from alignflow.cli_helpers import TerminalProgress, read_options
     from alignflow.errors import InputError
     from alignflow.export.exporter import ExportConfig, export_dataset
+    from alignflow.export.manifest import copies_summary
 
     # --device/--precision/--seed (every command's flags) mean nothing to an export.
     config = ExportConfig.from_dict(read_options(args, drop=("device", "precision", "seed")))
@@ -44,8 +44,5 @@ def _run_export(args: argparse.Namespace) -> int:
         )
     finally:
         bars.close()
-    exported = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    copies = "" if exported["sampling"] is None else (f" as {exported['counts']['cases']} cases (share of added pairs "
-                                                       f"{exported['sampling']['reached']:.3f})")
-    print(f"{bars.done.get('export', 0)} pairs exported to {out}{copies} (provenance in {out / 'manifest.json'})")
+    print(f"{bars.done.get('export', 0)} pairs exported to {out}{copies_summary(out)} (provenance in {out / 'manifest.json'})")
     return 0

@@ -7,6 +7,7 @@ complete, so an interrupted or killed export leaves any previous dataset at the 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,7 @@ def _check_destination(out: Path, inputs: list[Path], overwrite: bool) -> None:
 
 def _copies(samples: list[ExportSample], share: float | None) -> tuple[dict[str, int], dict[str, Any] | None]:
     """How many times each part's cases are exported, and the manifest's ``sampling`` record (None: once each)."""
-    sizes: dict[str, int] = {}
-    for sample in samples:
-        sizes[sample.part] = sizes.get(sample.part, 0) + 1
+    sizes = Counter(sample.part for sample in samples)
     if share is None:
         return dict.fromkeys(sizes, 1), None
     added = {part: size for part, size in sizes.items() if part != REAL}

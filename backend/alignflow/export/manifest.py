@@ -108,3 +108,12 @@ def manifest(rows: list[dict[str, Any]], labels: LabelMap, export_format: str, n
         "sampling": sampling,
         "samples": rows,
     }
+
+
+def copies_summary(out: Path) -> str:
+    """What the export at ``out`` did beyond one case per pair, for a front end's one-line report: '' when every pair
+    was exported once, else ' as N cases (share of added pairs S%)'."""
+    exported = json.loads((Path(out) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    if exported["sampling"] is None:
+        return ""
+    return f" as {exported['counts']['cases']} cases (share of added pairs {round(100 * exported['sampling']['reached'], 1):g}%)"
