@@ -22,6 +22,7 @@ afresh before every task: stop it at any time and start it again with the same c
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -141,6 +142,20 @@ EXTRA_SEED_ARMS = ("real", "hist", *(f"hist_and_tr_g100f_s07{suffix}" for suffix
 # The same for the labelled references alone, pooled with histogram matching, and pooled with both (LABELLED_REFERENCES).
 LABELLED_EXTRA_SEED_ARMS = ("labelled_refs", "refs_and_hist",
                             *(f"refs_and_hist_and_tr_g100f_s07{suffix}" for suffix in ("", *(f"_i{seed}" for seed in LIM_INSTANCES))))
+# Generator ensembles. One trained generator is one draw (four 100-pair instances: their translations alone gain
+# +0.002 to +0.039) and no label-free score picks the good one, so a user who trains several generators (minutes each
+# on a GPU) can pool their translations instead of choosing. Each ENSEMBLE_ARMS set links the translations of some
+# instances into one set (every pair of instances, and all four); each is pooled with histogram matching at equal
+# shares, the unlabelled pool's dose (each method half the quarter), over the 9 judge seeds: is an ensemble of two
+# worth more than one instance on average, and do all four together reach the goal? Added after the instances above.
+def _translation_arm(seed: int) -> str:
+    return "tr_g100f_s07" + (f"_i{seed}" if seed else "")
+
+
+ENSEMBLES = (tuple(sorted((0, *LIM_INSTANCES))), *itertools.combinations(sorted((0, *LIM_INSTANCES)), 2))
+ENSEMBLE_ARMS: dict[str, dict[str, Any]] = {f"tr_g100f_s07_ens{''.join(map(str, seeds))}": {"method": "pool", "of": tuple(map(_translation_arm, seeds))}
+                                            for seeds in ENSEMBLES}
+POOLED_ENSEMBLE_ARMS: dict[str, dict[str, Any]] = {f"hist_and_{arm}": {"method": "pool", "of": ("hist", arm), "balanced": True} for arm in ENSEMBLE_ARMS}
 # The best pool as a user builds it for nnU-Net: `alignflow export --target LABELLED --synthetic-share 0.25` (each part
 # an equal share of the quarter, by repeating cases; plain folders), the judge trained on the export alone with uniform
 # draws (as nnU-Net draws), over the same seeds: does the export give what the share sampler gave?
@@ -356,7 +371,7 @@ def downstream(work: Path, params: dict) -> dict:
 # Every arm but real only, in report order.
 ARM_SPECS: dict[str, dict[str, Any]] = {**CHEAP_ARMS, **GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS, COMBINED_ARM: COMBINED_SPEC,
                                    **POOLED_ARMS, **SHARE_ARMS, **FUNDUS_POOLED_ARMS, LABELLED_REFERENCES: {"method": "references"},
-                                   **EXPORTED_ARMS}
+                                   **EXPORTED_ARMS, **ENSEMBLE_ARMS, **POOLED_ENSEMBLE_ARMS}
 
 
 def _arm_spec(arm: str) -> dict[str, Any]:
@@ -709,6 +724,9 @@ def plan() -> list[Task]:
                           {"regime": "lim", "arm": pooled}))
         tasks += [Task(f"down_lim_{arm}_s{seed}", downstream, ["rule_lim", f"export_lim_{pooled}"],
                        {"regime": "lim", "seed": seed, "train": f"export_lim_{pooled}/export"}) for seed in SEEDS + EXTRA_SEEDS]
+    tasks += [Task(f"synth_lim_{arm}", pool_pairs, [f"synth_lim_{part}" for part in spec["of"]], {"regime": "lim", "arm": arm})
+              for arm, spec in {**ENSEMBLE_ARMS, **POOLED_ENSEMBLE_ARMS}.items()]
+    tasks += _breadth_first("lim", list(POOLED_ENSEMBLE_ARMS), SEEDS + EXTRA_SEEDS)
     for regime in ("full", "lim"):
         tasks += _breadth_first(regime, [*CHEAP_ARMS, *GENERATIVE_ARMS], SEEDS[3:])
     tasks += _breadth_first("full", [*CHEAP_ARMS, *GENERATIVE_ARMS], SEEDS[3:], "fundus")
@@ -796,10 +814,12 @@ ARM_LABELS = {"real": "real only", "fda01": "+ FDA, beta 0.01", "fda05": "+ FDA,
               **{f"gen_aligned_g100{f}_i{seed}": f"+ aligned generation (100 pairs{' and their flips' if f else ''}; generator seed {seed})"
                  for f in ("", "f") for seed in LIM_INSTANCES},
               **{f"tr_g100f_s07_i{seed}": f"+ translation s 0.7 (100 pairs and their flips; generator seed {seed})" for seed in LIM_INSTANCES}}
+ARM_LABELS.update({arm: f"+ translation s 0.7 from generator seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]} (100 pairs and their flips; "
+                        "their translations as one set)" for arm, seeds in zip(ENSEMBLE_ARMS, ENSEMBLES)})
 ARM_LABELS[LABELLED_REFERENCES] = "+ the 10 references with their target labels (not a method: labelling them)"
 _PART_LABELS = {**ARM_LABELS, LABELLED_REFERENCES: "+ the 10 labelled references"}
 ARM_LABELS.update({arm: f"{_PART_LABELS[spec['of'][0]]} and {' and '.join(_PART_LABELS[part][2:] for part in spec['of'][1:])}, pooled"
-                   + (" (equal shares)" if spec.get("balanced") else "") for arm, spec in {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}.items()})
+                   + (" (equal shares)" if spec.get("balanced") else "") for arm, spec in {**POOLED_ARMS, **FUNDUS_POOLED_ARMS, **POOLED_ENSEMBLE_ARMS}.items()})
 ARM_LABELS.update({arm: f"{ARM_LABELS[spec['pairs_of']]}, half of every batch" for arm, spec in SHARE_ARMS.items()})
 ARM_LABELS.update({arm: f"{ARM_LABELS[spec['exported']]}, as exported (copies, uniform draws)" for arm, spec in EXPORTED_ARMS.items()})
 
