@@ -885,8 +885,7 @@ def best_against_cheap(work: Path, shift: str, regime: str, rows: list[dict[str,
     pooled = {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}
     cheap_arms = {*CHEAP_ARMS, *(arm for arm, spec in pooled.items() if set(spec["of"]) <= set(CHEAP_ARMS))}
     cheap_arms |= {arm for arm, spec in SHARE_ARMS.items() if spec["pairs_of"] in cheap_arms}
-    labelled = {LABELLED_REFERENCES, *(arm for arm, spec in pooled.items() if LABELLED_REFERENCES in spec["of"])}
-    labelled |= {arm for arm, spec in EXPORTED_ARMS.items() if spec["exported"] in labelled}
+    labelled = _labelled_arms()
     generative = [row for row in rows if row["arm"] not in cheap_arms | labelled | {"real", COMBINED_ARM}]
     cheap = [row for row in rows if row["arm"] in cheap_arms]
     if not generative or not cheap:
@@ -964,6 +963,127 @@ def exported_arms(work: Path) -> dict[str, Any]:
             result[arm] = {f"minus {other}": "{mean:+.4f} ± {se:.4f} ({seeds} seeds)".format(**_paired(scores[arm], scores[other]))
                            for other in ("real", spec["exported"])}
             result[arm]["export"] = _done(work, f"export_lim_{spec['exported']}")
+    return result
+
+
+def _labelled_arms() -> set[str]:
+    """Arms that train on the labelled references (alone, pooled, or exported with them)."""
+    pooled = {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}
+    labelled = {LABELLED_REFERENCES, *(arm for arm, spec in pooled.items() if LABELLED_REFERENCES in spec["of"])}
+    return labelled | {arm for arm, spec in EXPORTED_ARMS.items() if spec["exported"] in labelled}
+
+
+def reference_scores(work: Path) -> dict[str, float]:
+    """Every finished 100-pair polyp judge run of an arm that does not train on the references, scored on the 10
+    labelled references (``down_lim_<arm>_s<seed>`` -> mean Dice): its saved EMA model with test-time flips, as the
+    judge scores its test sets. Cached in WORK/reference_check.json (scoring adds runs, never changes one)."""
+    import torch
+
+    from alignflow.atomic import atomic_write_json
+    from alignflow.data import load_pairs, scan_dataset
+    from alignflow.downstream.metrics import score_segmentations
+    from alignflow.downstream.models import load_model, predict_labels
+
+    path = work / "reference_check.json"
+    scores: dict[str, float] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    images, masks = load_pairs(scan_dataset(_labelled_references(work, "polyp")), JUDGE_RESOLUTION)
+    labelled = _labelled_arms()
+    runs = [f"down_lim_{arm}_s{seed}" for arm in ["real", *ARM_SPECS] if arm not in labelled for seed in SEEDS + EXTRA_SEEDS]
+    for name in runs:
+        if name not in scores and _done(work, name):
+            model, _ = load_model(work / name / "run" / "model")
+            with torch.no_grad():
+                predicted = predict_labels(model, images, JUDGE["batch_size"], test_time_flips=True)
+            scores[name] = float(score_segmentations(predicted, masks, 2).dice.mean())
+    atomic_write_json(path, scores)
+    return scores
+
+
+def reference_check(work: Path) -> dict[str, Any]:
+    """Issue 17's advice says that a few labelled target images, not a label-free score, decide which method to use.
+    Would the 10 references, labelled, have decided as the 306-image ClinicDB test set does? For each arm of the
+    100-pair regime that does not train on them: its paired gain over real only on the references beside that on
+    the test set (same runs, seeds 0-8 where finished); Spearman over the arms; and, among the four generator
+    instances' pooled translation arms, the instance each set picks, with the test-set gain of the pick."""
+    from scipy.stats import spearmanr
+
+    scores = reference_scores(work)
+    reference_runs = {seed: scores.get(f"down_lim_real_s{seed}") for seed in SEEDS + EXTRA_SEEDS}
+    rows = {}
+    for arm in ARM_SPECS:
+        on_references = {seed: scores[f"down_lim_{arm}_s{seed}"] for seed in SEEDS + EXTRA_SEEDS if f"down_lim_{arm}_s{seed}" in scores}
+        if len(on_references) < 3:
+            continue
+        real = {seed: value for seed, value in reference_runs.items() if value is not None}
+        test = _paired(_seed_scores(work, "lim", arm, seeds=SEEDS + EXTRA_SEEDS), _seed_scores(work, "lim", "real", seeds=SEEDS + EXTRA_SEEDS))
+        references = _paired(on_references, real)
+        rows[arm] = {"test": round(test["mean"], 4), "test_se": round(test["se"], 4),
+                     "references": round(references["mean"], 4), "references_se": round(references["se"], 4), "seeds": references["seeds"]}
+    rho, p = spearmanr([row["references"] for row in rows.values()], [row["test"] for row in rows.values()]) if len(rows) >= 4 else (math.nan, math.nan)
+    instances = [arm for arm in (f"hist_and_{_translation_arm(seed)}" for seed in (0, *LIM_INSTANCES)) if arm in rows]
+    picks = {by: max(instances, key=lambda arm: rows[arm][by]) for by in ("references", "test")} if instances else {}
+    return {"spearman_references_vs_test": {"rho": float(rho), "p": float(p), "arms": len(rows)}, "arms": rows,
+            "instance_picked": {by: {"arm": arm, "test_gain": rows[arm]["test"]} for by, arm in picks.items()},
+            "instance_mean_test_gain": sum(rows[arm]["test"] for arm in instances) / len(instances) if instances else None}
+
+
+def _per_image_dice(work: Path, arm: str, seed: int, test: str = "clinicdb_test") -> dict[str, float] | None:
+    path = work / f"down_lim_{arm}_s{seed}" / "run" / "results.json"
+    if not _done(work, f"down_lim_{arm}_s{seed}") or not path.exists():
+        return None
+    return {row["stem"]: row["dice"] for row in json.loads(path.read_text(encoding="utf-8"))["test"][test]["per_image"]}
+
+
+def labelled_check(work: Path, sizes: tuple[int, ...] = (10, 30, 100), judge_runs: tuple[int, ...] = (1, 3, 5),
+                   draws: int = 1000) -> dict[str, Any]:
+    """How many labelled target images, and judge runs per arm, does a user need to choose as the whole test set does?
+    For ``draws`` random subsets of k ClinicDB test images and s of the judge seeds 0-4 (each draw its own), each arm's
+    paired gain over real only on the subset, against its gain on the other test images over every seed it has (the
+    truth the choice is scored by): Spearman over the arms of the 100-pair regime that do not train on the references,
+    the regret of picking the arm with the best subset gain, and among the four generator instances' pooled
+    translation arms the share of draws that pick the truly best instance and the regret of the pick."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    labelled = _labelled_arms()
+    seeds = SEEDS + EXTRA_SEEDS
+    per_arm = {arm: {seed: found for seed in seeds if (found := _per_image_dice(work, arm, seed))}
+               for arm in ["real", *ARM_SPECS] if arm not in labelled}
+    per_arm = {arm: runs for arm, runs in per_arm.items() if all(seed in runs for seed in SEEDS)}
+    if "real" not in per_arm or len(per_arm) < 5:
+        return {}
+    stems = sorted(per_arm["real"][0])
+    dice = {arm: {seed: np.array([runs[seed][stem] for stem in stems]) for seed in runs} for arm, runs in per_arm.items()}
+    arms = [arm for arm in dice if arm != "real"]
+    instances = [arm for arm in (f"hist_and_{_translation_arm(seed)}" for seed in (0, *LIM_INSTANCES)) if arm in dice]
+
+    def gain(arm: str, images: np.ndarray, judge_seeds: list[int]) -> float:  # paired over the judge seeds
+        return float(np.mean([dice[arm][seed][images].mean() - dice["real"][seed][images].mean() for seed in judge_seeds]))
+
+    rng = np.random.default_rng(0)
+    result: dict[str, Any] = {"arms": len(arms), "test_images": len(stems), "instances": instances}
+    for size in sizes:
+        for runs in judge_runs:
+            rhos, regrets, picked_best, instance_regrets, random_regrets = [], [], [], [], []
+            for _ in range(draws):
+                chosen = np.zeros(len(stems), dtype=bool)
+                chosen[rng.choice(len(stems), size, replace=False)] = True
+                judge_seeds = sorted(rng.choice(SEEDS, runs, replace=False).tolist())
+                estimate = {arm: gain(arm, chosen, judge_seeds) for arm in arms}
+                truth = {arm: gain(arm, ~chosen, sorted(dice[arm])) for arm in arms}
+                rhos.append(spearmanr([estimate[arm] for arm in arms], [truth[arm] for arm in arms])[0])
+                regrets.append(max(truth.values()) - truth[max(arms, key=estimate.get)])
+                if instances:
+                    pick, best = max(instances, key=estimate.get), max(instances, key=truth.get)
+                    picked_best.append(pick == best)
+                    instance_regrets.append(truth[best] - truth[pick])
+                    random_regrets.append(truth[best] - float(np.mean([truth[arm] for arm in instances])))
+            result[f"{size} images, {runs} judge runs"] = {
+                "rho_median": round(float(np.median(rhos)), 3), "rho_iqr": [round(float(q), 3) for q in np.percentile(rhos, [25, 75])],
+                "arm_regret_mean": round(float(np.mean(regrets)), 4),
+                **({"instance_best_picked": round(float(np.mean(picked_best)), 3), "instance_regret_mean": round(float(np.mean(instance_regrets)), 4),
+                    "instance_regret_of_a_random_pick": round(float(np.mean(random_regrets)), 4)}
+                   if instances else {})}
     return result
 
 
@@ -1103,6 +1223,9 @@ def report(work: Path) -> None:
         print(f"\npooled arms ({shift}): {json.dumps(pooled_arms(work, shift), indent=1)}")
     print(f"the goal's comparison with judge seeds {SEEDS + EXTRA_SEEDS}: {json.dumps(goal_with_more_seeds(work), indent=1)}")
     print(f"\nexported pools (uniform draws over the export's copies) against the share sampler: {json.dumps(exported_arms(work), indent=1)}")
+    if _done(work, "rule_lim"):
+        print(f"\nthe 10 labelled references as the judge's test set (100 pairs): {json.dumps(reference_check(work), indent=1)}")
+        print(f"\nk labelled ClinicDB test images as the judge's test set (100 pairs): {json.dumps(labelled_check(work), indent=1)}")
     generative_lim = [arm for arm in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS} if arm.startswith("gen_")]
     print(f"\ncopying of the training pairs (100-pair regime, first copy): {json.dumps(copying(work, generative_lim), indent=1)}")
     if len(strata) > 1:  # issue 17 item 6: over all arms of both shifts

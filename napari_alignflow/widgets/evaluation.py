@@ -4,8 +4,9 @@ tab:
 - how close the generated images are to the target domain: KID (FID-Inception features) and the reward's MMD
   (EfficientNet-Lite0 features, what stage 2 minimises) to the references, beside the same distances of the real
   source images (the baseline to beat) -- ``alignflow.metrics.image_quality.evaluate_images``;
-- with a few labelled target scans: the Dice of a quick segmenter trained on the source pairs alone and on the source
-  plus the accepted synthetic pairs -- ``alignflow.downstream.evaluate_segmentation``, run twice;
+- with a few labelled target scans: the Dice of a small segmenter trained on the source pairs alone and on the source
+  plus the accepted synthetic pairs, over a few paired seeds, and the gain with its standard error --
+  ``alignflow.downstream.compare_with_synthetic``;
 - per image, as sortable columns: mask fidelity (an evaluator's Dice to the mask), the distance to the nearest
   reference relative to the references' own spacing (about 1: as close to a reference as references are to each
   other), and with a MedFlowSeg its uncertainty score;
@@ -39,6 +40,7 @@ from qtpy.QtWidgets import (
 )
 
 from alignflow.data import cache_root
+from alignflow.downstream.compare import describe_gain
 from alignflow.errors import InputError
 
 from ..session import Pair, session_for, write_accepted_pairs
@@ -46,6 +48,7 @@ from .common import DEVICES, PathField, choice_box, form, guarded, spin_box, sta
 from .curation import show_pair
 
 COLUMNS = ("pair", "fidelity", "distance to refs", "uncertainty")
+DOWNSTREAM_SHARE = 0.25  # of every training batch from the accepted pairs, as the benchmarks' arms
 
 
 def evaluation_folder() -> Path:
@@ -135,31 +138,27 @@ def segmenter_uncertainty(segmenter: str, images: list[Path], device: str, sampl
     return [image_score(item.uncertainty["entropy"], item.samples, "entropy", result.num_classes) for item in result.images]
 
 
-def downstream_gain(pairs: list[Pair], source: str, labelled: str, steps: int, resolution: int, device: str,
+def downstream_gain(pairs: list[Pair], source: str, labelled: str, steps: int, resolution: int, runs: int, device: str,
                     emit: Callable[[Any], None]) -> dict[str, Any]:
-    """Dice on the labelled target scans of a quick UNet trained on the source pairs, without and with the accepted
-    synthetic pairs (the engine's evaluate-segmentation, run twice with the same seed and steps)."""
+    """Dice on the labelled target scans of a small UNet trained on the source pairs, without and with the accepted
+    synthetic pairs (a quarter of every batch), over ``runs`` paired seeds with the benchmarks' judge options: the
+    engine's ``compare_with_synthetic``, whose block for the labelled set this returns (gain, its SE, both arms)."""
+    from alignflow.downstream.compare import JUDGE_OPTIONS, compare_with_synthetic
     from alignflow.downstream.config import DownstreamConfig
-    from alignflow.downstream.evaluate import evaluate_segmentation
 
     out = evaluation_folder()
     synthetic = write_accepted_pairs(pairs, out / "pairs")
-    runs = {"real only": None, "real + synthetic": str(synthetic)}
-    results = {}
-    for index, (name, extra) in enumerate(runs.items()):
-        config = DownstreamConfig(train=source, test={"target": labelled}, out=str(out / name.replace(" ", "_").replace("+", "and")),
-                                  synthetic=extra, steps=steps, batch_size=8, resolution=resolution, device=device,
-                                  checkpoint_every=max(steps, 1), preview_every=max(steps, 1), log_every=max(1, steps // 20))
+    options = {**JUDGE_OPTIONS, "warmup_steps": min(JUDGE_OPTIONS["warmup_steps"], steps // 5)}
+    config = DownstreamConfig(train=source, test={"target": labelled}, out=str(out / "comparison"), synthetic=str(synthetic),
+                              synthetic_share=DOWNSTREAM_SHARE, steps=steps, resolution=resolution, device=device,
+                              checkpoint_every=max(steps, 1), preview_every=max(steps, 1), log_every=max(1, steps // 20), **options)
 
-        def listener(event: dict[str, Any], offset: int = index) -> None:
-            if event.get("type") == "progress" and event.get("stage") != "test" and event.get("total"):
-                emit((offset * steps + int(event.get("step", 0)), len(runs) * steps))
+    def listener(event: dict[str, Any]) -> None:
+        if event.get("type") == "progress" and event.get("stage") != "test" and event.get("total"):
+            emit((event["run"] * steps + int(event.get("step", 0)), event["runs"] * steps))
 
-        block = evaluate_segmentation(config, listeners=[listener])["test"]["target"]
-        results[name] = {"dice": block["dice"], "dice_std": block["dice_std"], "count": block["count"]}
-    results["gain"] = results["real + synthetic"]["dice"] - results["real only"]["dice"]
-    results["folder"] = str(out)
-    return results
+    comparison = compare_with_synthetic(config, runs, [listener])
+    return {**comparison["test"]["target"], "runs": runs, "steps": steps, "folder": str(out)}
 
 
 def augment_comparison(report_file: str | Path) -> str:
@@ -215,12 +214,13 @@ class EvaluationWidget(QWidget):
         self.labelled = PathField("Optional: a few labelled target scans (images/ + masks/)")
         self.downstream_steps = spin_box(10, 100_000, 300)
         self.downstream_resolution = spin_box(32, 512, 64)
+        self.downstream_runs = spin_box(2, 20, 3)
         self.report = PathField("Optional: an alignflow augment job folder (its report.json)")
         self.evaluate_button = QPushButton("Evaluate the accepted pairs")
         self.evaluate_button.clicked.connect(lambda: guarded(self.evaluate))
         self.downstream_button = QPushButton("Dice with / without them")
-        self.downstream_button.setToolTip("Trains two quick segmenters (source pairs; source + accepted pairs) and scores "
-                                          "both on the labelled target scans")
+        self.downstream_button.setToolTip("For every run, trains two small segmenters (source pairs; source + accepted pairs, "
+                                          "a quarter of every batch) and scores both on the labelled target scans")
         self.downstream_button.clicked.connect(lambda: guarded(self.evaluate_downstream))
         self.report_button = QPushButton("Show augment comparison")
         self.report_button.clicked.connect(lambda: guarded(self.show_report))
@@ -245,7 +245,8 @@ class EvaluationWidget(QWidget):
                                      ("device", "Device", self.device)])
         downstream = form("evaluation", [("labelled", "Labelled target", self.labelled),
                                          ("downstream_steps", "Steps", self.downstream_steps),
-                                         ("downstream_resolution", "Resolution", self.downstream_resolution)])
+                                         ("downstream_resolution", "Resolution", self.downstream_resolution),
+                                         ("downstream_runs", "Runs", self.downstream_runs)])
         buttons = QHBoxLayout()
         buttons.addWidget(self.evaluate_button)
         buttons.addWidget(self.downstream_button)
@@ -295,10 +296,11 @@ class EvaluationWidget(QWidget):
         source = str(self.source.path("Source", "the labelled source dataset the synthetic pairs augment"))
         labelled = str(self.labelled.path("Labelled target", "a few labelled target scans (images/ + masks/)"))
         self.downstream_button.setEnabled(False)
-        self.summary.setText("Training two quick segmenters (without and with the accepted pairs)...")
+        runs = self.downstream_runs.value()
+        self.summary.setText(f"Training {2 * runs} small segmenters ({runs} seeds, each without and with the accepted pairs)...")
         self.worker = start_worker(
             downstream_gain, pairs, source, labelled, self.downstream_steps.value(), self.downstream_resolution.value(),
-            self.device.currentText(), on_done=self._show_downstream, progress_desc="AlignFlow downstream Dice",
+            runs, self.device.currentText(), on_done=self._show_downstream, progress_desc="AlignFlow downstream Dice",
             on_error=lambda error: self.summary.setText(f"Not evaluated: {error}"),
             on_finished=lambda: self.downstream_button.setEnabled(True))
         return self.worker
@@ -333,11 +335,8 @@ class EvaluationWidget(QWidget):
     def _write_summary(self) -> None:
         lines = [self.result.verdict()] if self.result is not None else []
         if self.downstream is not None:
-            real, both = self.downstream["real only"], self.downstream["real + synthetic"]
-            gain = self.downstream["gain"]
-            lines.append(f"Dice on {real['count']} labelled target scans: {real['dice']:.3f} without the synthetic pairs, "
-                         f"{both['dice']:.3f} with them ({gain:+.3f}: {'higher' if gain > 0 else 'not higher'} with them "
-                         "at this quick setting; a hint, not proof).")
+            lines.append(describe_gain("Labelled target scans", self.downstream, self.downstream["runs"])
+                         + f". {self.downstream['steps']} steps per run: a quick check, not a segmenter trained to its plateau.")
         self.summary.setText("\n".join(lines))
 
     def _show_selected(self) -> None:

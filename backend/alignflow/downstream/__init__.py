@@ -7,6 +7,7 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
+        "compare": ["compare_with_synthetic"],
         "config": ["DownstreamConfig"],
         "evaluate": ["evaluate_segmentation"],
         "metrics": ["SegmentationScores", "score_segmentations", "summarize_scores"],

@@ -41,6 +41,9 @@ def register(commands: Any, add_common_flags: Callable[[argparse.ArgumentParser]
                         help="predict with the probabilities averaged over 4 flips (a finished evaluation is scored again)")
     parser.add_argument("--resolution", type=int, help="side of the square that training and scoring happen at (default 128)")
     parser.add_argument("--max-pairs", type=int, help="at most the first N pairs of --train and of --synthetic")
+    parser.add_argument("--paired-runs", type=int, metavar="N",
+                        help="with --synthetic: train real only and real + synthetic with each of N seeds (--seed, --seed + 1, ...) "
+                             "and report the paired gain with its standard error (OUT/comparison.json)")
     parser.add_argument("--resume", action="store_true", help="continue an unfinished evaluation in --out")
     add_common_flags(parser)
     parser.set_defaults(handler=_run_evaluate_segmentation)
@@ -85,14 +88,23 @@ def _run_evaluate_segmentation(args: argparse.Namespace) -> int:
     from alignflow.downstream.evaluate import RESULTS_FILE, evaluate_segmentation
     from alignflow.runs.outputs import check_not_inputs
 
-    values = read_options(args, drop=("resume",))
+    values = read_options(args, drop=("resume", "paired_runs"))
     for key in ("test", "validation"):
         if key in values:
             values[key] = parse_test_sets(values[key], f"--{key}")
     config = DownstreamConfig.from_dict(values)
     # Its --out is a run folder (resumable, like train's): never one that is or holds the pairs it reads.
     check_not_inputs(config.out, {key: value for key, value in config.to_dict().items() if key != "out"})
-    results = run_with_progress(lambda listeners: evaluate_segmentation(config, listeners, resume=getattr(args, "resume", False)))
+    resume = getattr(args, "resume", False)
+    if hasattr(args, "paired_runs"):
+        from alignflow.downstream.compare import COMPARISON_FILE, compare_with_synthetic, describe_gain
+
+        comparison = run_with_progress(lambda listeners: compare_with_synthetic(config, args.paired_runs, listeners, resume))
+        for name, block in comparison["test"].items():
+            print(describe_gain(name, block, len(comparison["seeds"])))
+        print(f"comparison written to {Path(config.out) / COMPARISON_FILE} (each run in {Path(config.out) / 'seed<k>'})")
+        return 0
+    results = run_with_progress(lambda listeners: evaluate_segmentation(config, listeners, resume=resume))
     print(format_results(results))
     print(f"results written to {Path(config.out) / RESULTS_FILE}")
     return 0

@@ -68,11 +68,15 @@ def test_dice_with_and_without_the_pairs_on_labelled_target_scans(evaluated, cli
     widget.labelled.setText(str(clinicdb_small))
     widget.downstream_steps.setValue(10)
     widget.downstream_resolution.setValue(32)
+    widget.downstream_runs.setValue(2)
     wait_for_worker(qtbot, widget.evaluate_downstream(), timeout_ms=300_000)
     results = widget.downstream
-    real, both = results["real only"], results["real + synthetic"]
-    assert real["count"] == both["count"] == 6 and results["gain"] == pytest.approx(both["dice"] - real["dice"])
-    assert f"{real['dice']:.3f} without the synthetic pairs, {both['dice']:.3f} with them" in widget.summary.text()
+    real, both = results["real_only"]["per_seed"], results["with_synthetic"]["per_seed"]
+    assert results["count"] == 6 and len(real) == len(both) == 2
+    assert results["gain"] == pytest.approx((both[0] - real[0] + both[1] - real[1]) / 2) and results["gain_se"] is not None
+    summary = widget.summary.text()
+    assert "Labelled target scans (6 images, 2 paired runs)" in summary and f"gain {results['gain']:+.3f} ± {results['gain_se']:.3f}" in summary
+    assert "10 steps per run" in summary
 
 
 def test_an_augment_reports_comparison_is_listed(evaluated, tmp_path):
