@@ -953,6 +953,32 @@ def goal_with_more_seeds(work: Path) -> dict[str, str]:
     return result
 
 
+def generator_ensembles(work: Path) -> dict[str, Any]:
+    """Each ensemble pool (histogram matching with several instances' translations) minus real only, minus histogram
+    matching and minus the mean of its instances' own pools (the same dose of one instance at a time), paired over
+    SEEDS and EXTRA_SEEDS; and the mean over the two-instance ensembles (the expected gain of a user who trains two)."""
+    seeds = SEEDS + EXTRA_SEEDS
+    scores = {arm: _seed_scores(work, "lim", arm, seeds=seeds)
+              for arm in ("real", "hist", *(f"hist_and_{_translation_arm(seed)}" for seed in (0, *LIM_INSTANCES)), *POOLED_ENSEMBLE_ARMS)}
+    result: dict[str, Any] = {}
+    per_pair = []
+    for members, arm in zip(ENSEMBLES, POOLED_ENSEMBLE_ARMS):
+        if not scores[arm]:
+            continue
+        common = [seed for seed in seeds if seed in scores[arm] and all(seed in scores[f"hist_and_{_translation_arm(m)}"] for m in members)]
+        members_mean = {seed: sum(scores[f"hist_and_{_translation_arm(m)}"][seed] for m in members) / len(members) for seed in common}
+        differences = {"real": _paired(scores[arm], scores["real"]), "hist": _paired(scores[arm], scores["hist"]),
+                       "its instances' pools (mean)": _paired(scores[arm], members_mean)}
+        result[arm] = {f"minus {other}": f"{d['mean']:+.4f} ± {_fmt(d['se'], 4)} ({d['seeds']} seeds)" for other, d in differences.items()}
+        if len(members) == 2:
+            per_pair.append({other: d["mean"] for other, d in differences.items()})
+    if per_pair:
+        result["mean over the two-instance ensembles"] = {
+            f"minus {other}": f"{sum(row[other] for row in per_pair) / len(per_pair):+.4f} (sd over ensembles "
+                              f"{_fmt(_std([row[other] for row in per_pair]), 4)}, {len(per_pair)} ensembles)" for other in per_pair[0]}
+    return result
+
+
 def exported_arms(work: Path) -> dict[str, Any]:
     """Each exported arm minus real only and minus the pooled arm it exports (the share sampler), paired over SEEDS and
     EXTRA_SEEDS, with what the export wrote."""
@@ -1223,6 +1249,8 @@ def report(work: Path) -> None:
         print(f"\npooled arms ({shift}): {json.dumps(pooled_arms(work, shift), indent=1)}")
     print(f"the goal's comparison with judge seeds {SEEDS + EXTRA_SEEDS}: {json.dumps(goal_with_more_seeds(work), indent=1)}")
     print(f"\nexported pools (uniform draws over the export's copies) against the share sampler: {json.dumps(exported_arms(work), indent=1)}")
+    print(f"\ngenerator ensembles (translations of several instances as one set, pooled with histogram matching): "
+          f"{json.dumps(generator_ensembles(work), indent=1)}")
     if _done(work, "rule_lim"):
         print(f"\nthe 10 labelled references as the judge's test set (100 pairs): {json.dumps(reference_check(work), indent=1)}")
         print(f"\nk labelled ClinicDB test images as the judge's test set (100 pairs): {json.dumps(labelled_check(work), indent=1)}")
