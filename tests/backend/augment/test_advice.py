@@ -26,7 +26,7 @@ def test_the_sets_are_ranked_by_the_most_predictive_score_in_its_direction():
 
 def test_no_score_trusted_below_the_threshold_and_no_advice_for_one_set_or_no_evidence():
     lines = advise(REPORT, (evidence("kid_references", TRUSTED_RHO - 0.01), evidence("reward_mmd", -0.4)))
-    assert len(lines) == 1 and lines[0].startswith("No label-free score predicted the gain") and "evaluate-segmentation" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("No label-free score predicted the gain") and "evaluate-segmentation --paired-runs" in lines[0]
     assert advise({"models": {"fda": REPORT["models"]["fda"]}}, (evidence("reward_mmd", 0.9),)) == []
     assert advise(REPORT, ())[0].startswith("No advice yet")
 
