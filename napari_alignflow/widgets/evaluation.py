@@ -40,7 +40,6 @@ from qtpy.QtWidgets import (
 )
 
 from alignflow.data import cache_root
-from alignflow.downstream.compare import describe_gain
 from alignflow.errors import InputError
 
 from ..session import Pair, session_for, write_accepted_pairs
@@ -335,6 +334,8 @@ class EvaluationWidget(QWidget):
     def _write_summary(self) -> None:
         lines = [self.result.verdict()] if self.result is not None else []
         if self.downstream is not None:
+            from alignflow.downstream.compare import describe_gain
+
             lines.append(describe_gain("Labelled target scans", self.downstream, self.downstream["runs"])
                          + f". {self.downstream['steps']} steps per run: a quick check, not a segmenter trained to its plateau.")
         self.summary.setText("\n".join(lines))
