@@ -1061,13 +1061,15 @@ def _per_image_dice(work: Path, arm: str, seed: int, test: str = "clinicdb_test"
 
 
 def labelled_check(work: Path, sizes: tuple[int, ...] = (10, 30, 100), judge_runs: tuple[int, ...] = (1, 3, 5),
-                   draws: int = 1000) -> dict[str, Any]:
+                   draws: int = 1000, consecutive: bool = False) -> dict[str, Any]:
     """How many labelled target images, and judge runs per arm, does a user need to choose as the whole test set does?
     For ``draws`` random subsets of k ClinicDB test images and s of the judge seeds 0-4 (each draw its own), each arm's
     paired gain over real only on the subset, against its gain on the other test images over every seed it has (the
     truth the choice is scored by): Spearman over the arms of the 100-pair regime that do not train on the references,
     the regret of picking the arm with the best subset gain, and among the four generator instances' pooled
-    translation arms the share of draws that pick the truly best instance and the regret of the pick."""
+    translation arms the share of draws that pick the truly best instance and the regret of the pick.
+    ``consecutive``: each set is k consecutive frames (CVC-ClinicDB's numbered frames come in runs from one video), as a
+    user who labels a stretch of one recording would have them, instead of k frames drawn across the whole set."""
     import numpy as np
     from scipy.stats import spearmanr
 
@@ -1078,7 +1080,7 @@ def labelled_check(work: Path, sizes: tuple[int, ...] = (10, 30, 100), judge_run
     per_arm = {arm: runs for arm, runs in per_arm.items() if all(seed in runs for seed in SEEDS)}
     if "real" not in per_arm or len(per_arm) < 5:
         return {}
-    stems = sorted(per_arm["real"][0])
+    stems = sorted(per_arm["real"][0], key=lambda stem: (len(stem), stem))  # frame order for numbered stems
     dice = {arm: {seed: np.array([runs[seed][stem] for stem in stems]) for seed in runs} for arm, runs in per_arm.items()}
     arms = [arm for arm in dice if arm != "real"]
     instances = [arm for arm in (f"hist_and_{_translation_arm(seed)}" for seed in (0, *LIM_INSTANCES)) if arm in dice]
@@ -1093,7 +1095,11 @@ def labelled_check(work: Path, sizes: tuple[int, ...] = (10, 30, 100), judge_run
             rhos, regrets, picked_best, instance_regrets, random_regrets = [], [], [], [], []
             for _ in range(draws):
                 chosen = np.zeros(len(stems), dtype=bool)
-                chosen[rng.choice(len(stems), size, replace=False)] = True
+                if consecutive:
+                    first = int(rng.integers(len(stems) - size + 1))
+                    chosen[first:first + size] = True
+                else:
+                    chosen[rng.choice(len(stems), size, replace=False)] = True
                 judge_seeds = sorted(rng.choice(SEEDS, runs, replace=False).tolist())
                 estimate = {arm: gain(arm, chosen, judge_seeds) for arm in arms}
                 truth = {arm: gain(arm, ~chosen, sorted(dice[arm])) for arm in arms}
@@ -1254,6 +1260,7 @@ def report(work: Path) -> None:
     if _done(work, "rule_lim"):
         print(f"\nthe 10 labelled references as the judge's test set (100 pairs): {json.dumps(reference_check(work), indent=1)}")
         print(f"\nk labelled ClinicDB test images as the judge's test set (100 pairs): {json.dumps(labelled_check(work), indent=1)}")
+        print(f"\nthe same with k consecutive frames: {json.dumps(labelled_check(work, consecutive=True), indent=1)}")
     generative_lim = [arm for arm in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS} if arm.startswith("gen_")]
     print(f"\ncopying of the training pairs (100-pair regime, first copy): {json.dumps(copying(work, generative_lim), indent=1)}")
     if len(strata) > 1:  # issue 17 item 6: over all arms of both shifts

@@ -199,7 +199,6 @@ def guided_flow(app, viewer, dock, shoot, work: Path, source: Path, labelled: Pa
     evaluation.size.setValue(64)
     evaluation.device.setCurrentText("cpu")
     evaluation.labelled.setText(str(labelled))
-    evaluation.downstream_steps.setValue(150)
     dock.show_tab("Evaluate")
     worker = evaluation.evaluate()
     wait(app, lambda: worker.handled)

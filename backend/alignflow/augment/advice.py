@@ -43,12 +43,12 @@ EVIDENCE: tuple[Evidence, ...] = (
 )
 BENCHMARK = "docs/benchmarks.md#target-gain-issue-17"
 # What labelled target images decide instead (benchmarks/target_gain.py ``labelled_check``, 2026-12-08): random sets of
-# 30 CVC-ClinicDB test images with 3 paired judge runs each, choosing among the pools of four generators trained on
+# 30 CVC-ClinicDB test images (drawn across its 29 sequences) with 3 paired judge runs each, choosing among the pools of four generators trained on
 # the same 100 polyp pairs, lost 0.005 Dice on average against the best one; a random choice lost 0.015 and the
 # lowest KID to the references 0.024 (it picked the second worst).
 LABELLED_CHECK = ("alignflow evaluate-segmentation --paired-runs 3 --test target=LABELLED: on our polyp benchmark 30 labelled "
-                  "target images and 3 paired runs chose among four trained generators within 0.005 Dice of the best, a "
-                  "random choice within 0.015")
+                  "target images from many recordings and 3 paired runs chose among four trained generators within 0.005 "
+                  "Dice of the best, a random choice within 0.015 (30 consecutive frames of one recording: 0.011)")
 HOW_TO_GET = {"mask_fidelity": " (it needs a benchmark evaluator: alignflow train-evaluator, then augment --evaluator)"}
 
 
