@@ -1053,15 +1053,16 @@ def reference_check(work: Path) -> dict[str, Any]:
             "instance_mean_test_gain": sum(rows[arm]["test"] for arm in instances) / len(instances) if instances else None}
 
 
-def _per_image_dice(work: Path, arm: str, seed: int, test: str = "clinicdb_test") -> dict[str, float] | None:
-    path = work / f"down_lim_{arm}_s{seed}" / "run" / "results.json"
-    if not _done(work, f"down_lim_{arm}_s{seed}") or not path.exists():
+def _per_image_dice(work: Path, arm: str, seed: int, shift: str = "polyp") -> dict[str, float] | None:
+    name = f"{_prefix(shift)}down_{'lim' if shift == 'polyp' else 'full'}_{arm}_s{seed}"
+    path = work / name / "run" / "results.json"
+    if not _done(work, name) or not path.exists():
         return None
-    return {row["stem"]: row["dice"] for row in json.loads(path.read_text(encoding="utf-8"))["test"][test]["per_image"]}
+    return {row["stem"]: row["dice"] for row in json.loads(path.read_text(encoding="utf-8"))["test"][TARGET_NAMES[shift][0]]["per_image"]}
 
 
 def labelled_check(work: Path, sizes: tuple[int, ...] = (10, 30, 100), judge_runs: tuple[int, ...] = (1, 3, 5),
-                   draws: int = 1000, consecutive: bool = False) -> dict[str, Any]:
+                   draws: int = 1000, consecutive: bool = False, shift: str = "polyp") -> dict[str, Any]:
     """How many labelled target images, and judge runs per arm, does a user need to choose as the whole test set does?
     For ``draws`` random subsets of k ClinicDB test images and s of the judge seeds 0-4 (each draw its own), each arm's
     paired gain over real only on the subset, against its gain on the other test images over every seed it has (the
@@ -1069,17 +1070,18 @@ def labelled_check(work: Path, sizes: tuple[int, ...] = (10, 30, 100), judge_run
     the regret of picking the arm with the best subset gain, and among the four generator instances' pooled
     translation arms the share of draws that pick the truly best instance and the regret of the pick.
     ``consecutive``: each set is k consecutive frames (CVC-ClinicDB's numbered frames come in runs from one video), as a
-    user who labels a stretch of one recording would have them, instead of k frames drawn across the whole set."""
+    user who labels a stretch of one recording would have them, instead of k frames drawn across the whole set.
+    ``shift`` "fundus": the same over the fundus shift's arms (DRIONS-DB test set; sizes up to half of it)."""
     import numpy as np
     from scipy.stats import spearmanr
 
     labelled = _labelled_arms()
     seeds = SEEDS + EXTRA_SEEDS
-    per_arm = {arm: {seed: found for seed in seeds if (found := _per_image_dice(work, arm, seed))}
+    per_arm = {arm: {seed: found for seed in seeds if (found := _per_image_dice(work, arm, seed, shift))}
                for arm in ["real", *ARM_SPECS] if arm not in labelled}
     per_arm = {arm: runs for arm, runs in per_arm.items() if all(seed in runs for seed in SEEDS)}
-    if "real" not in per_arm or len(per_arm) < 5:
-        return {}
+    if "real" not in per_arm or len(per_arm) < 9:  # real only and 8 arms: fewer cannot show a ranking
+        return {"arms": len(per_arm) - ("real" in per_arm), "note": "too few arms with seeds 0-4 in this plan folder"}
     stems = sorted(per_arm["real"][0], key=lambda stem: (len(stem), stem))  # frame order for numbered stems
     dice = {arm: {seed: np.array([runs[seed][stem] for stem in stems]) for seed in runs} for arm, runs in per_arm.items()}
     arms = [arm for arm in dice if arm != "real"]
@@ -1090,9 +1092,9 @@ def labelled_check(work: Path, sizes: tuple[int, ...] = (10, 30, 100), judge_run
 
     rng = np.random.default_rng(0)
     result: dict[str, Any] = {"arms": len(arms), "test_images": len(stems), "instances": instances}
-    for size in sizes:
+    for size in (size for size in sizes if size <= len(stems) // 2):
         for runs in judge_runs:
-            rhos, regrets, picked_best, instance_regrets, random_regrets = [], [], [], [], []
+            rhos, regrets, random_arm_regrets, picked_best, instance_regrets, random_regrets = [], [], [], [], [], []
             for _ in range(draws):
                 chosen = np.zeros(len(stems), dtype=bool)
                 if consecutive:
@@ -1105,6 +1107,7 @@ def labelled_check(work: Path, sizes: tuple[int, ...] = (10, 30, 100), judge_run
                 truth = {arm: gain(arm, ~chosen, sorted(dice[arm])) for arm in arms}
                 rhos.append(spearmanr([estimate[arm] for arm in arms], [truth[arm] for arm in arms])[0])
                 regrets.append(max(truth.values()) - truth[max(arms, key=estimate.get)])
+                random_arm_regrets.append(max(truth.values()) - float(np.mean(list(truth.values()))))
                 if instances:
                     pick, best = max(instances, key=estimate.get), max(instances, key=truth.get)
                     picked_best.append(pick == best)
@@ -1112,7 +1115,7 @@ def labelled_check(work: Path, sizes: tuple[int, ...] = (10, 30, 100), judge_run
                     random_regrets.append(truth[best] - float(np.mean([truth[arm] for arm in instances])))
             result[f"{size} images, {runs} judge runs"] = {
                 "rho_median": round(float(np.median(rhos)), 3), "rho_iqr": [round(float(q), 3) for q in np.percentile(rhos, [25, 75])],
-                "arm_regret_mean": round(float(np.mean(regrets)), 4),
+                "arm_regret_mean": round(float(np.mean(regrets)), 4), "arm_regret_of_a_random_pick": round(float(np.mean(random_arm_regrets)), 4),
                 **({"instance_best_picked": round(float(np.mean(picked_best)), 3), "instance_regret_mean": round(float(np.mean(instance_regrets)), 4),
                     "instance_regret_of_a_random_pick": round(float(np.mean(random_regrets)), 4)}
                    if instances else {})}
@@ -1261,6 +1264,8 @@ def report(work: Path) -> None:
         print(f"\nthe 10 labelled references as the judge's test set (100 pairs): {json.dumps(reference_check(work), indent=1)}")
         print(f"\nk labelled ClinicDB test images as the judge's test set (100 pairs): {json.dumps(labelled_check(work), indent=1)}")
         print(f"\nthe same with k consecutive frames: {json.dumps(labelled_check(work, consecutive=True), indent=1)}")
+    if _done(work, "fundus_rule_full"):
+        print(f"\nk labelled DRIONS-DB test images as the judge's test set (fundus): {json.dumps(labelled_check(work, shift='fundus'), indent=1)}")
     generative_lim = [arm for arm in {**GENERATIVE_ARMS, **LIM_GENERATIVE_ARMS} if arm.startswith("gen_")]
     print(f"\ncopying of the training pairs (100-pair regime, first copy): {json.dumps(copying(work, generative_lim), indent=1)}")
     if len(strata) > 1:  # issue 17 item 6: over all arms of both shifts
