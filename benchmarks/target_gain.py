@@ -156,6 +156,10 @@ ENSEMBLES = (tuple(sorted((0, *LIM_INSTANCES))), *itertools.combinations(sorted(
 ENSEMBLE_ARMS: dict[str, dict[str, Any]] = {f"tr_g100f_s07_ens{''.join(map(str, seeds))}": {"method": "pool", "of": tuple(map(_translation_arm, seeds))}
                                             for seeds in ENSEMBLES}
 POOLED_ENSEMBLE_ARMS: dict[str, dict[str, Any]] = {f"hist_and_{arm}": {"method": "pool", "of": ("hist", arm), "balanced": True} for arm in ENSEMBLE_ARMS}
+# The labelled pool (above) with all four instances' translations as its third part: does a user who labels the
+# references gain from several generators as well?
+POOLED_ENSEMBLE_ARMS[f"refs_and_hist_and_{list(ENSEMBLE_ARMS)[0]}"] = {"method": "pool", "of": (LABELLED_REFERENCES, "hist", list(ENSEMBLE_ARMS)[0]),
+                                                                       "balanced": True}
 # The best pool as a user builds it for nnU-Net: `alignflow export --target LABELLED --synthetic-share 0.25` (each part
 # an equal share of the quarter, by repeating cases; plain folders), the judge trained on the export alone with uniform
 # draws (as nnU-Net draws), over the same seeds: does the export give what the share sampler gave?
@@ -972,6 +976,15 @@ def generator_ensembles(work: Path) -> dict[str, Any]:
         result[arm] = {f"minus {other}": f"{d['mean']:+.4f} ± {_fmt(d['se'], 4)} ({d['seeds']} seeds)" for other, d in differences.items()}
         if len(members) == 2:
             per_pair.append({other: d["mean"] for other, d in differences.items()})
+    labelled = f"refs_and_hist_and_{list(ENSEMBLE_ARMS)[0]}"
+    instances = {seed: f"refs_and_hist_and_{_translation_arm(seed)}" for seed in (0, *LIM_INSTANCES)}
+    scores |= {arm: _seed_scores(work, "lim", arm, seeds=seeds) for arm in (labelled, "refs_and_hist", *instances.values())}
+    if scores[labelled]:
+        common = [seed for seed in seeds if all(seed in scores[arm] for arm in instances.values())]
+        instance_mean = {seed: sum(scores[arm][seed] for arm in instances.values()) / len(instances) for seed in common}
+        result[labelled] = {f"minus {other}": "{mean:+.4f} ± {se:.4f} ({seeds} seeds)".format(**_paired(scores[labelled], values))
+                            for other, values in (("real", scores["real"]), ("hist", scores["hist"]), ("refs_and_hist", scores["refs_and_hist"]),
+                                                  ("its instances' labelled pools (mean)", instance_mean))}
     if per_pair:
         result["mean over the two-instance ensembles"] = {
             f"minus {other}": f"{sum(row[other] for row in per_pair) / len(per_pair):+.4f} (sd over ensembles "
@@ -994,7 +1007,7 @@ def exported_arms(work: Path) -> dict[str, Any]:
 
 def _labelled_arms() -> set[str]:
     """Arms that train on the labelled references (alone, pooled, or exported with them)."""
-    pooled = {**POOLED_ARMS, **FUNDUS_POOLED_ARMS}
+    pooled = {**POOLED_ARMS, **FUNDUS_POOLED_ARMS, **POOLED_ENSEMBLE_ARMS}
     labelled = {LABELLED_REFERENCES, *(arm for arm, spec in pooled.items() if LABELLED_REFERENCES in spec["of"])}
     return labelled | {arm for arm, spec in EXPORTED_ARMS.items() if spec["exported"] in labelled}
 
