@@ -39,7 +39,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from alignflow.data import cache_root
+from alignflow.data import cache_root, scan_dataset
 from alignflow.errors import InputError
 
 from ..session import Pair, session_for, write_accepted_pairs
@@ -292,13 +292,15 @@ class EvaluationWidget(QWidget):
 
     def evaluate_downstream(self) -> Any:
         pairs = self._accepted()
-        source = str(self.source.path("Source", "the labelled source dataset the synthetic pairs augment"))
-        labelled = str(self.labelled.path("Labelled target", "a few labelled target scans (images/ + masks/)"))
+        source = self.source.path("Source", "the labelled source dataset the synthetic pairs augment")
+        labelled = self.labelled.path("Labelled target", "a few labelled target scans (images/ + masks/)")
+        for folder in (source, labelled):  # a wrong folder is named now, not minutes later from the worker
+            scan_dataset(folder)
         self.downstream_button.setEnabled(False)
         runs = self.downstream_runs.value()
         self.summary.setText(f"Training {2 * runs} small segmenters ({runs} seeds, each without and with the accepted pairs)...")
         self.worker = start_worker(
-            downstream_gain, pairs, source, labelled, self.downstream_steps.value(), self.downstream_resolution.value(),
+            downstream_gain, pairs, str(source), str(labelled), self.downstream_steps.value(), self.downstream_resolution.value(),
             runs, self.device.currentText(), on_done=self._show_downstream, progress_desc="AlignFlow downstream Dice",
             on_error=lambda error: self.summary.setText(f"Not evaluated: {error}"),
             on_finished=lambda: self.downstream_button.setEnabled(True))

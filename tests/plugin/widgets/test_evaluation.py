@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from alignflow.errors import InputError
 from napari_alignflow.session import session_for
 from napari_alignflow.widgets.evaluation import EvaluationWidget, nearest_reference_distance
 from napari_alignflow.widgets.generation import GenerationWidget
@@ -77,6 +78,15 @@ def test_dice_with_and_without_the_pairs_on_labelled_target_scans(evaluated, cli
     summary = widget.summary.text()
     assert "Labelled target scans (6 images, 2 paired runs)" in summary and f"gain {results['gain']:+.3f} ± {results['gain_se']:.3f}" in summary
     assert "10 steps per run" in summary
+
+
+def test_a_labelled_folder_without_masks_is_named_before_anything_trains(evaluated, tmp_path):
+    viewer, widget = evaluated
+    (tmp_path / "scans" / "images").mkdir(parents=True)
+    widget.labelled.setText(str(tmp_path / "scans"))
+    with pytest.raises(InputError, match="masks"):
+        widget.evaluate_downstream()
+    assert widget.downstream_button.isEnabled() and widget.downstream is None
 
 
 def test_an_augment_reports_comparison_is_listed(evaluated, tmp_path):
