@@ -14,6 +14,7 @@ One seed is not enough to decide: on the benchmarks (docs/benchmarks.md, "Target
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,10 @@ JUDGE_OPTIONS: dict[str, Any] = {"model": "unet", "model_options": {"channels": 
                                  "test_time_flips": True}
 
 
-def _mean_se_sd(values: list[float]) -> tuple[float, float | None, float | None]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None, None
-    sd = math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
-    return mean, sd / math.sqrt(len(values)), sd
+def _mean_se_sd(values: list[float]) -> tuple[float, float, float]:
+    """Mean, its standard error and the sample sd (``runs`` >= 2, so both exist)."""
+    sd = statistics.stdev(values)
+    return statistics.fmean(values), sd / math.sqrt(len(values)), sd
 
 
 def compare_with_synthetic(config: DownstreamConfig, runs: int, listeners: list[Listener] | None = None,
@@ -58,9 +57,8 @@ def compare_with_synthetic(config: DownstreamConfig, runs: int, listeners: list[
     total = len(seeds) * len(ARMS)
     per_seed: dict[str, dict[str, dict[int, float]]] = {}
     count: dict[str, int] = {}
+    arms = {"real_only": replace(config, synthetic=None, synthetic_share=None, pretrain_synthetic_steps=0), "with_synthetic": config}
     for index, seed in enumerate(seeds):
-        arms = {"real_only": replace(config, synthetic=None, synthetic_share=None, pretrain_synthetic_steps=0),
-                "with_synthetic": config}
         for offset, (arm, arm_config) in enumerate(arms.items()):
             run = len(ARMS) * index + offset
             relayed = [lambda event, listener=listener, run=run: listener({**event, "run": run, "runs": total})
@@ -76,7 +74,7 @@ def compare_with_synthetic(config: DownstreamConfig, runs: int, listeners: list[
         gain, se, sd = _mean_se_sd(differences)
         comparison["test"][name] = {
             "count": count[name], "gain": gain, "gain_se": se, "gain_sd": sd,
-            **{arm: {"dice": _mean_se_sd(list(dice[arm].values()))[0], "per_seed": [dice[arm][seed] for seed in seeds]} for arm in ARMS}}
+            **{arm: {"dice": statistics.fmean(dice[arm].values()), "per_seed": [dice[arm][seed] for seed in seeds]} for arm in ARMS}}
     atomic_write_json(out / COMPARISON_FILE, comparison)
     return comparison
 
